@@ -1,0 +1,1 @@
+"""pytest-vfio-platform: HIL tests for VFIO platform assignment without an IOMMU."""

@@ -1,0 +1,167 @@
+"""A content-addressed artifact cache with atomic publication.
+
+Why: kernel and image builds take minutes; their inputs are small and hashable. An artifact is
+built in a private temporary directory and renamed into place only when complete, so a killed
+or failed build never leaves something that a later run would mistake for a finished artifact.
+A per-key lock serialises concurrent builders (two pytest workers asking for the same kernel).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import SetupError
+
+DEFAULT_ROOT = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-vfio-platform"
+)
+
+
+def cache_root() -> Path:
+    """The cache directory: $PYTEST_VFIO_PLATFORM_CACHE, else ~/.cache/pytest-vfio-platform."""
+    env = os.environ.get("PYTEST_VFIO_PLATFORM_CACHE")
+    return Path(env) if env else DEFAULT_ROOT
+
+
+class Hasher:
+    """Builds a cache key from named parts; the names make keys stable and debuggable."""
+
+    def __init__(self, kind: str) -> None:
+        self._h = hashlib.sha256()
+        self.parts: dict[str, str] = {}
+        self.add("kind", kind)
+
+    def add(self, name: str, value: str | bytes) -> Hasher:
+        data = value.encode() if isinstance(value, str) else value
+        digest = hashlib.sha256(data).hexdigest()
+        self.parts[name] = digest[:16]
+        self._h.update(name.encode() + b"\0" + digest.encode() + b"\n")
+        return self
+
+    def add_file(self, name: str, path: Path) -> Hasher:
+        return self.add(name, file_digest(path))
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:32]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    """Directory-per-key store: ROOT/artifacts/<kind>/<key>/ holding files and a manifest."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else cache_root()
+
+    def ensure_writable(self) -> None:
+        """Fail early and clearly instead of half-way through a five-minute build."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-", delete=True)
+            probe.close()
+        except OSError as e:
+            raise SetupError(
+                f"cache directory {self.root} is not writable ({e.strerror}); "
+                "set PYTEST_VFIO_PLATFORM_CACHE or --cache-dir to a writable directory"
+            ) from None
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / "artifacts" / kind / key
+
+    def lookup(self, kind: str, key: str) -> Path | None:
+        """A finished artifact directory, or None. Only complete entries have a manifest."""
+        p = self.path(kind, key)
+        return p if (p / "manifest.json").is_file() else None
+
+    @contextmanager
+    def _lock(self, kind: str, key: str) -> Iterator[None]:
+        lockdir = self.root / "locks"
+        lockdir.mkdir(parents=True, exist_ok=True)
+        with open(lockdir / f"{kind}-{key}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def get_or_build(
+        self,
+        kind: str,
+        key: str,
+        build: Callable[[Path], dict],
+        inputs: dict[str, str] | None = None,
+    ) -> Path:
+        """Return the artifact for key, building it with build(tmpdir) on a miss.
+
+        build() fills tmpdir and returns metadata for the manifest. It is renamed into place
+        only after returning; on any exception the temporary directory is removed.
+        """
+        hit = self.lookup(kind, key)
+        if hit:
+            return hit
+        self.ensure_writable()
+        with self._lock(kind, key):
+            hit = self.lookup(kind, key)
+            if hit:
+                return hit
+            final = self.path(kind, key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=final.parent))
+            try:
+                meta = build(tmp) or {}
+                manifest = {"kind": kind, "key": key, "inputs": inputs or {}, **meta}
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                _fsync_tree(tmp)
+                if final.exists():  # an incomplete leftover without manifest
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if e.errno == errno.ENOSPC:
+                    raise SetupError(
+                        f"no space left on the device holding the cache {self.root} while "
+                        f"writing {kind} artifact {key}; free space or point "
+                        "PYTEST_VFIO_PLATFORM_CACHE elsewhere (nothing partial was kept)"
+                    ) from None
+                raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return final
+
+
+def _fsync_tree(d: Path) -> None:
+    for p in d.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

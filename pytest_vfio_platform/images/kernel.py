@@ -1,0 +1,348 @@
+"""Build an arm64 kernel Image from (source, patch series, config fragment), cached.
+
+Why a persistent workspace per (source, fragment): switching between the `patched` and
+`stock` variants, or editing one patch, must rebuild only what changed (seconds), not the
+whole kernel. The workspace tree is re-synced from the pristine source before each build and
+every file rsync or patch touches gets a fresh mtime, so make never misses a reverted file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildError, SetupError
+from .cache import ArtifactCache, Hasher
+from .progress import Progress, run_logged, stderr_progress
+from .source import default_source, pristine_tree, source_digest
+from .tools import require
+
+PROJECT = Path(__file__).resolve().parents[2]
+PATCH_DIR = PROJECT / "kernel" / "patches"
+CONFIG_DIR = PROJECT / "kernel" / "config"
+RECIPE_VERSION = "kernel-1"
+CROSS = "aarch64-linux-gnu-"
+ARM64_MAGIC = b"ARM\x64"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What to build. variant names the patch set: 'patched' (kernel/patches) or 'stock'."""
+
+    variant: str = "patched"
+    fragment: Path = CONFIG_DIR / "l1.config"
+    source: Path | None = None
+    patches: tuple[Path, ...] | None = None  # None: the variant's default
+
+    def patch_list(self) -> tuple[Path, ...]:
+        if self.patches is not None:
+            return self.patches
+        if self.variant == "stock":
+            return ()
+        if self.variant == "patched":
+            return tuple(sorted(PATCH_DIR.glob("*.patch")))
+        raise SetupError(f"unknown kernel variant '{self.variant}' (expected patched or stock)")
+
+
+@dataclass
+class KernelArtifact:
+    image: Path
+    config: Path
+    release: str
+    key: str
+    variant: str
+    patches: list[str] = field(default_factory=list)
+    built: bool = False  # False on a cache hit
+
+
+def toolchain_id() -> str:
+    gcc = require(CROSS + "gcc")
+    out = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else gcc
+
+
+def kernel_key(spec: KernelSpec, src_digest: str, toolchain: str) -> Hasher:
+    """Everything that determines the Image bytes, and nothing else."""
+    h = Hasher("kernel").add("recipe", RECIPE_VERSION).add("source", src_digest)
+    h.add("toolchain", toolchain).add("variant", spec.variant)
+    if not spec.fragment.is_file():
+        raise SetupError(f"config fragment {spec.fragment} not found")
+    h.add("fragment", spec.fragment.read_bytes())
+    for i, p in enumerate(spec.patch_list()):
+        h.add(f"patch{i}:{p.name}", p.read_bytes())
+    return h
+
+
+def parse_fragment(path: Path) -> dict[str, str]:
+    """CONFIG_X -> value ('n' for '# CONFIG_X is not set'), with clear errors on junk."""
+    want: dict[str, str] = {}
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        m = re.fullmatch(r"# (CONFIG_\w+) is not set", line)
+        if m:
+            want[m.group(1)] = "n"
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"(CONFIG_\w+)=(.*)", line)
+        if not m:
+            raise SetupError(f"{path}:{n}: not a Kconfig assignment: {raw!r}")
+        want[m.group(1)] = m.group(2)
+    return want
+
+
+def verify_config(fragment: Path, dotconfig: Path) -> None:
+    """Every symbol the fragment asks for must survive olddefconfig with the same value."""
+    want = parse_fragment(fragment)
+    have = parse_fragment_like_config(dotconfig)
+    lost = []
+    for sym, val in want.items():
+        got = have.get(sym, "n")
+        if got != val:
+            lost.append(f"{sym}={val} (final .config: {'not set' if got == 'n' else got})")
+    if lost:
+        raise BuildError(
+            f"config fragment {fragment.name}: {len(lost)} symbol(s) lost in the merge "
+            "(missing dependency or misspelt?):\n    " + "\n    ".join(lost),
+            str(dotconfig),
+        )
+
+
+def parse_fragment_like_config(dotconfig: Path) -> dict[str, str]:
+    have: dict[str, str] = {}
+    for line in dotconfig.read_text().splitlines():
+        m = re.fullmatch(r"(CONFIG_\w+)=(.*)", line)
+        if m:
+            have[m.group(1)] = m.group(2)
+    return have
+
+
+def check_arm64_image(path: Path) -> None:
+    """Reject anything that is not an arm64 Image before QEMU turns it into a silent hang."""
+    if not path.is_file():
+        raise SetupError(f"--kernel {path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if len(head) < 64 or head[56:60] != ARM64_MAGIC:
+        raise SetupError(
+            f"--kernel {path}: not an arm64 kernel Image (no 'ARM\\x64' magic at offset 56); "
+            "pass arch/arm64/boot/Image, not vmlinux or a compressed image"
+        )
+
+
+def _make_env(cache: ArtifactCache) -> dict[str, str]:
+    return {
+        "ARCH": "arm64",
+        "CROSS_COMPILE": CROSS,
+        "CCACHE_DIR": str(cache.root / "ccache"),
+        "CCACHE_MAXSIZE": "5G",
+        "CCACHE_COMPILERCHECK": "content",
+        "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
+        "KBUILD_BUILD_USER": "vfio",
+        "KBUILD_BUILD_HOST": "pytest-vfio-platform",
+        "LC_ALL": "C",
+    }
+
+
+def apply_patches(tree: Path, patches: tuple[Path, ...], log: Path) -> list[str]:
+    """Apply a series in order; a failing patch is named with the file and hunk."""
+    patch = require("patch")
+    touched: list[str] = []
+    for p in patches:
+        args = [patch, "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-d", str(tree)]
+        dry = subprocess.run([*args, "--dry-run", "-i", str(p)], capture_output=True, text=True)
+        with open(log, "a") as f:
+            f.write(f"$ patch -p1 -i {p}\n{dry.stdout}{dry.stderr}")
+        if dry.returncode != 0:
+            file = ""
+            hunks = []
+            for line in dry.stdout.splitlines():
+                if line.startswith(("patching file", "checking file")):
+                    file = line.split(" ", 2)[2]
+                m = re.search(r"Hunk #(\d+) FAILED at (\d+)", line)
+                if m:
+                    hunks.append(f"{file}: hunk #{m.group(1)} at line {m.group(2)}")
+            detail = "; ".join(hunks) or (dry.stdout + dry.stderr).strip()[-300:]
+            raise BuildError(
+                f"patch {p.name} does not apply to the kernel source: {detail}", str(log)
+            )
+        r = subprocess.run([*args, "-i", str(p)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError(f"patch {p.name} failed: {r.stdout[-300:]}", str(log))
+        for line in r.stdout.splitlines():
+            if line.startswith("patching file"):
+                touched.append(line.split(" ", 2)[2].strip("'"))
+    return touched
+
+
+def sync_tree(pristine: Path, tree: Path, log: Path) -> None:
+    """Make tree equal to pristine; every file rsync rewrites gets mtime=now for make."""
+    rsync = require("rsync")
+    tree.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        [rsync, "-a", "--delete", "--exclude=/.git", "--out-format=%n", f"{pristine}/", f"{tree}/"],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise BuildError(
+            f"copying the kernel source into {tree} failed: {r.stderr[-500:]}", str(log)
+        )
+    now = time.time()
+    for rel in r.stdout.splitlines():
+        p = tree / rel
+        if rel and not rel.endswith("/") and p.is_file() and not p.is_symlink():
+            os.utime(p, (now, now))
+
+
+def configure(tree: Path, build: Path, fragment: Path, log: Path, progress: Progress) -> None:
+    """allnoconfig + fragment via the kernel's merge_config.sh, then verify every symbol.
+
+    merge_config.sh only warns about requested values that did not survive; verify_config
+    turns that into an error naming each lost symbol.
+    """
+    build.mkdir(parents=True, exist_ok=True)
+    run_logged(
+        f"config {fragment.name}",
+        [
+            "sh",
+            str(tree / "scripts/kconfig/merge_config.sh"),
+            "-n",
+            "-O",
+            str(build),
+            str(fragment),
+        ],
+        log,
+        progress,
+        cwd=tree,
+        env={"ARCH": "arm64", "CROSS_COMPILE": CROSS, "LC_ALL": "C"},
+    )
+    verify_config(fragment, build / ".config")
+
+
+def build_kernel(
+    spec: KernelSpec,
+    cache: ArtifactCache | None = None,
+    progress: Progress = stderr_progress,
+    jobs: int | None = None,
+) -> KernelArtifact:
+    """The Image for spec, from the cache or built now."""
+    cache = cache or ArtifactCache()
+    for tool in ("aarch64-linux-gnu-gcc", "make", "flex", "bison", "bc", "ccache", "rsync"):
+        require(tool)
+    src = (spec.source or default_source()).resolve()
+    src_digest = source_digest(src, cache)
+    toolchain = toolchain_id()
+    h = kernel_key(spec, src_digest, toolchain)
+    key = h.hexdigest()
+    patches = spec.patch_list()
+    hit = cache.lookup("kernel", key)
+    if hit:
+        return _artifact(hit, key, spec, patches, built=False)
+
+    workspace = cache.root / "work" / f"{src_digest[:12]}-{spec.fragment.stem}"
+    logs = cache.root / "logs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = logs / f"kernel-{spec.variant}-{key[:12]}-{stamp}.log"
+
+    def build(out: Path) -> dict:
+        t0 = time.monotonic()
+        progress(
+            f"building kernel '{spec.variant}' ({spec.fragment.name}, {len(patches)} patches); log: {log}"
+        )
+        pristine = pristine_tree(src, src_digest, cache)
+        tree, bdir = workspace / "tree", workspace / "build"
+        sync_tree(pristine, tree, log)
+        apply_patches(tree, patches, log)
+        cfg_stamp = bdir / ".vfio-config-stamp"
+        cfg_id = (
+            h.parts["fragment"]
+            + ":"
+            + h.parts["source"]
+            + ":"
+            + "".join(v for k, v in h.parts.items() if k.startswith("patch"))
+        )
+        if not cfg_stamp.is_file() or cfg_stamp.read_text() != cfg_id:
+            configure(tree, bdir, spec.fragment, log, progress)
+            cfg_stamp.write_text(cfg_id)
+        n = jobs or os.cpu_count() or 2
+        env = _make_env(cache)
+        run_logged(
+            f"kernel '{spec.variant}' make Image",
+            [
+                "make",
+                f"O={bdir}",
+                f"-j{n}",
+                f"CC=ccache {CROSS}gcc",
+                f"LOCALVERSION=-{spec.variant}",
+                "Image",
+            ],
+            log,
+            progress,
+            cwd=tree,
+            env=env,
+        )
+        shutil.copyfile(bdir / "arch/arm64/boot/Image", out / "Image")
+        shutil.copyfile(bdir / ".config", out / "config")
+        release = (bdir / "include/config/kernel.release").read_text().strip()
+        (out / "release").write_text(release + "\n")
+        progress(f"kernel '{spec.variant}' {release} built in {time.monotonic() - t0:.0f}s")
+        return {"release": release, "variant": spec.variant, "patches": [p.name for p in patches]}
+
+    ws_lock = cache.root / "locks"
+    ws_lock.mkdir(parents=True, exist_ok=True)
+    with open(ws_lock / f"workspace-{workspace.name}.lock", "w") as lf:
+        fcntl.flock(lf, fcntl.LOCK_EX)
+        art = cache.get_or_build("kernel", key, build, h.parts)
+    return _artifact(art, key, spec, patches, built=True)
+
+
+def _artifact(
+    d: Path, key: str, spec: KernelSpec, patches: tuple[Path, ...], built: bool
+) -> KernelArtifact:
+    return KernelArtifact(
+        image=d / "Image",
+        config=d / "config",
+        release=(d / "release").read_text().strip(),
+        key=key,
+        variant=spec.variant,
+        patches=[p.name for p in patches],
+        built=built,
+    )
+
+
+def uapi_headers(
+    spec: KernelSpec, cache: ArtifactCache | None = None, progress: Progress = stderr_progress
+) -> Path:
+    """The source's UAPI headers (make headers_install), for the on-target agent."""
+    cache = cache or ArtifactCache()
+    src = (spec.source or default_source()).resolve()
+    digest = source_digest(src, cache)
+    h = Hasher("uapi").add("recipe", RECIPE_VERSION).add("source", digest)
+
+    def build(out: Path) -> dict:
+        pristine = pristine_tree(src, digest, cache)
+        log = cache.root / "logs" / f"uapi-{h.hexdigest()[:12]}.log"
+        run_logged(
+            "kernel headers_install",
+            [
+                "make",
+                f"O={out / 'obj'}",
+                "ARCH=arm64",
+                f"INSTALL_HDR_PATH={out / 'usr'}",
+                "headers_install",
+            ],
+            log,
+            progress,
+            cwd=pristine,
+        )
+        shutil.rmtree(out / "obj")
+        return {}
+
+    return cache.get_or_build("uapi", h.hexdigest(), build, h.parts) / "usr"
