@@ -1,2 +1,175 @@
-def pytest_addoption(parser):
-    pass
+"""pytest glue: options, fixtures, markers. No logic of its own: everything it calls lives in
+lab / provision / board / vfio, where the unit tests pin it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .errors import VfioPlatformError
+from .images.cache import ArtifactCache
+from .lab import Lab, load
+from .session import LabSession, TestEvidence
+
+LAB_KEY = pytest.StashKey[Lab | None]()
+SESSION_KEY = pytest.StashKey[LabSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("vfio-platform", "VFIO platform HIL tests")
+    g.addoption(
+        "--lab",
+        metavar="NAME|PATH",
+        help="lab to run HIL tests on: a name from labs/ (qemu, ...) or a lab YAML path; "
+        "without it HIL tests are skipped",
+    )
+    g.addoption(
+        "--kernel",
+        default="patched",
+        metavar="patched|stock|PATH",
+        help="board kernel: 'patched' (with kernel/patches, default), 'stock' (same tree "
+        "and config, no patches: the baseline) or a prebuilt arm64 Image",
+    )
+    g.addoption(
+        "--kernel-src",
+        metavar="PATH",
+        help="kernel source to build from: a tree or tarball (default: Debian's "
+        "/usr/src/linux-source-6.12.tar.xz)",
+    )
+    g.addoption(
+        "--cache-dir",
+        metavar="DIR",
+        help="artifact cache (kernels, initramfs, DTBs, ccache); default "
+        "$PYTEST_VFIO_PLATFORM_CACHE or ~/.cache/pytest-vfio-platform",
+    )
+    g.addoption(
+        "--run-dir",
+        metavar="DIR",
+        help="where console logs and labgrid configs of this run go "
+        "(default: vfio-runs/<time> under the current directory)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hil: needs a board from --lab (skipped without it)")
+    config.addinivalue_line("markers", "variant(name): boot the board into this lab variant")
+    config.addinivalue_line("markers", "guest: runs inside an L2 guest on the board")
+    if config.getoption("cache_dir"):
+        os.environ["PYTEST_VFIO_PLATFORM_CACHE"] = str(
+            Path(config.getoption("cache_dir")).resolve()
+        )
+    lab_opt = config.getoption("lab")
+    lab = None
+    if lab_opt:
+        try:
+            lab = load(lab_opt)
+            from .provision import KernelChoice
+
+            choice = KernelChoice.parse(config.getoption("kernel"), config.getoption("kernel_src"))
+        except VfioPlatformError as e:
+            raise pytest.UsageError(str(e)) from None
+        rundir = config.getoption("run_dir")
+        run_path = Path(rundir) if rundir else Path("vfio-runs") / time.strftime("%Y%m%d-%H%M%S")
+        config.stash[SESSION_KEY] = LabSession(lab, choice, run_path.resolve(), ArtifactCache())
+    config.stash[LAB_KEY] = lab
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return ["vfio-platform: no --lab given, HIL tests will be skipped"]
+    return [
+        f"vfio-platform: lab {session.lab.name} ({session.lab.path}), kernel {session.choice.label}, "
+        f"run dir {session.rundir}"
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize over the lab inventory: `device` and `refused_device` fixtures."""
+    lab = metafunc.config.stash.get(LAB_KEY, None)
+    for name, items in (("device", "devices"), ("refused_device", "refused")):
+        if name not in metafunc.fixturenames:
+            continue
+        if lab is None:
+            metafunc.parametrize(name, [pytest.param(None, id="no-lab")])
+            continue
+        params = []
+        for d in getattr(lab, items):
+            marks = [pytest.mark.variant(d.variant)] if d.variant != "default" else []
+            params.append(pytest.param(d, id=d.name, marks=marks))
+        if not params:
+            params = [
+                pytest.param(None, id="none", marks=pytest.mark.skip(reason=f"lab has no {items}"))
+            ]
+        metafunc.parametrize(name, params)
+
+
+def _variant(item: pytest.Item) -> str:
+    m = item.get_closest_marker("variant")
+    return m.args[0] if m else "default"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip HIL tests without a lab; otherwise order them by board variant (fewer reboots)."""
+    lab = config.stash.get(LAB_KEY, None)
+    hil = [i for i in items if i.get_closest_marker("hil")]
+    if lab is None:
+        skip = pytest.mark.skip(reason="no --lab given: HIL tests need a board (pytest --lab=qemu)")
+        for i in hil:
+            i.add_marker(skip)
+        return
+    order = {v: n for n, v in enumerate(lab.variants)}
+    items.sort(
+        key=lambda i: (1, order.get(_variant(i), 99)) if i.get_closest_marker("hil") else (0, 0)
+    )
+
+
+@pytest.fixture(scope="session")
+def lab_session(request: pytest.FixtureRequest) -> LabSession:
+    session = request.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        pytest.skip("no --lab given")
+    return session
+
+
+@pytest.fixture(scope="session")
+def lab(lab_session: LabSession) -> Lab:
+    return lab_session.lab
+
+
+@pytest.fixture
+def board(lab_session: LabSession, request: pytest.FixtureRequest) -> Iterator:
+    """The lab's board booted into the test's variant (marker), with per-test evidence:
+    console slice, dmesg delta, taint before/after."""
+    try:
+        b = lab_session.board(_variant(request.node))
+    except VfioPlatformError as e:
+        pytest.fail(str(e), pytrace=False)
+    ev = TestEvidence.start(b, request.node.nodeid)
+    request.node.stash[EVIDENCE_KEY] = ev
+    yield b
+    ev.finish(b)
+
+
+EVIDENCE_KEY = pytest.StashKey[TestEvidence]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    rep = yield
+    ev = item.stash.get(EVIDENCE_KEY, None)
+    if ev is not None and rep.failed:
+        rep.sections.append(("board console (this test)", ev.console_text()))
+        if ev.board_log:
+            rep.sections.append(("board console log", ev.board_log))
+    return rep

@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 PATCH_DIR = PROJECT / "kernel" / "patches"
 CONFIG_DIR = PROJECT / "kernel" / "config"
 RECIPE_VERSION = "kernel-1"
+BUILD_SUBDIR = "_vfio_build"
 CROSS = "aarch64-linux-gnu-"
 ARM64_MAGIC = b"ARM\x64"
 
@@ -143,6 +144,7 @@ def _make_env(cache: ArtifactCache) -> dict[str, str]:
         "CCACHE_DIR": str(cache.root / "ccache"),
         "CCACHE_MAXSIZE": "5G",
         "CCACHE_COMPILERCHECK": "content",
+        "CCACHE_NOHASHDIR": "1",
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
         "KBUILD_BUILD_USER": "vfio",
         "KBUILD_BUILD_HOST": "pytest-vfio-platform",
@@ -186,7 +188,16 @@ def sync_tree(pristine: Path, tree: Path, log: Path) -> None:
     rsync = require("rsync")
     tree.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
-        [rsync, "-a", "--delete", "--exclude=/.git", "--out-format=%n", f"{pristine}/", f"{tree}/"],
+        [
+            rsync,
+            "-a",
+            "--delete",
+            "--exclude=/.git",
+            f"--exclude=/{BUILD_SUBDIR}",
+            "--out-format=%n",
+            f"{pristine}/",
+            f"{tree}/",
+        ],
         capture_output=True,
         text=True,
     )
@@ -257,7 +268,10 @@ def build_kernel(
             f"building kernel '{spec.variant}' ({spec.fragment.name}, {len(patches)} patches); log: {log}"
         )
         pristine = pristine_tree(src, src_digest, cache)
-        tree, bdir = workspace / "tree", workspace / "build"
+        # The build directory sits directly inside the tree so kbuild uses srctree=".." and
+        # every path in a compiler command is relative: ccache then hits across workspaces.
+        tree = workspace / "tree"
+        bdir = tree / BUILD_SUBDIR
         sync_tree(pristine, tree, log)
         apply_patches(tree, patches, log)
         cfg_stamp = bdir / ".vfio-config-stamp"

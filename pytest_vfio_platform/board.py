@@ -1,0 +1,242 @@
+"""A booted board: labgrid drives it (QEMUDriver + ShellDriver + VfioBoardStrategy); this
+module gives tests `run(cmd) -> (rc, out)`, dmesg, taint, QMP, and crash/hang handling.
+
+Why a facade over labgrid's target: tests need one object that survives reboots into other
+DT variants or kernels (each is a new labgrid environment, since QEMUDriver fixes its command
+line on activation), keeps one console log across all of them, and turns a hung or panicked
+board into a BoardError that names the console log instead of a pexpect traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import attr
+import yaml
+from labgrid import Environment
+from labgrid.factory import target_factory
+from labgrid.step import step
+from labgrid.strategy import Strategy, StrategyError, never_retry
+from pexpect import TIMEOUT
+
+from .console import ConsoleRecorder, find_crash
+from .errors import BoardError
+from .lab import Lab
+from .provision import BootFiles
+
+
+class Status(enum.Enum):
+    unknown = 0
+    off = 1
+    shell = 2
+
+
+@target_factory.reg_driver
+@attr.s(eq=False)
+class VfioBoardStrategy(Strategy):
+    """off -> shell: power on (QEMU starts / a board boots), wait for the shell prompt."""
+
+    bindings = {"power": "PowerProtocol", "console": "ConsoleProtocol", "shell": "ShellDriver"}
+    status = attr.ib(default=Status.unknown)
+
+    @never_retry
+    @step(args=["status"])
+    def transition(self, status, *, step):  # noqa: ANN001 - labgrid's signature
+        if not isinstance(status, Status):
+            status = Status[status]
+        if status == Status.unknown:
+            raise StrategyError(f"can not transition to {status}")
+        if status == self.status:
+            step.skip("nothing to do")
+            return
+        if status == Status.off:
+            self.target.deactivate(self.shell)
+            self.target.activate(self.power)
+            self.power.off()
+        elif status == Status.shell:
+            self.transition(Status.off)
+            self.target.activate(self.console)
+            self.power.on()
+            self.target.activate(self.shell)
+        self.status = status
+
+
+@dataclass
+class RunResult:
+    rc: int
+    out: str
+
+
+def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str) -> dict:
+    uart_args = " ".join(
+        f"-serial unix:{rundir / (name + '.sock')},server=on,wait=off" for name in lab.uart_sockets
+    )
+    # labgrid appends its own -machine/-cpu/-m; QEMU merges -machine options and lets the
+    # last -cpu/-m win, so the lab's full machine arguments can go first unchanged.
+    machine_extra = shlex.join(lab.machine_args)
+    values = {
+        "kernel": str(files.kernel),
+        "initrd": str(files.initrd),
+        "dtb": str(files.dtb),
+        "boot_args": files.boot_args,
+        "uart_args": uart_args,
+        "machine_extra": machine_extra,
+        "rundir": str(rundir),
+        "qemu": qemu,
+    }
+
+    def fill(x: object) -> object:
+        if isinstance(x, str):
+            return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), x)
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [fill(v) for v in x]
+        return x
+
+    cfg = fill(lab.labgrid)
+    assert isinstance(cfg, dict)
+    cfg.setdefault("imports", []).append("pytest_vfio_platform.board")
+    return cfg
+
+
+class Board:
+    """One board of a lab, booted on demand into a (variant, kernel) configuration."""
+
+    def __init__(self, lab: Lab, rundir: Path, qemu: str = "qemu-system-aarch64") -> None:
+        self.lab = lab
+        self.rundir = rundir
+        self.qemu = qemu
+        rundir.mkdir(parents=True, exist_ok=True)
+        self.console_log = rundir / "console.log"
+        self.files: BootFiles | None = None
+        self.env: Environment | None = None
+        self.target = None
+        self.recorder: ConsoleRecorder | None = None
+        self.boot_offset = 0
+        self.boot_seconds = 0.0
+        self.boots = 0
+        self.needs_reboot = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def ensure(self, files: BootFiles) -> None:
+        """Boot into files unless already running them and healthy."""
+        if self.files == files and self.target is not None and not self.needs_reboot:
+            return
+        self.boot(files)
+
+    def boot(self, files: BootFiles) -> None:
+        self.power_off()
+        self.files = files
+        cfgfile = self.rundir / f"labgrid-{files.variant}.yaml"
+        cfgfile.write_text(yaml.safe_dump(_labgrid_config(self.lab, files, self.rundir, self.qemu)))
+        self.env = Environment(config_file=str(cfgfile))
+        self.target = self.env.get_target("main")
+        power = self.target.get_driver("PowerProtocol", activate=False)
+        self.recorder = ConsoleRecorder(self.console_log, power)
+        self.recorder.mark(
+            f"boot {self.boots + 1}: kernel {files.kernel_label}, variant {files.variant}, "
+            f"cmdline {files.boot_args}"
+        )
+        self.boot_offset = self.recorder.offset()
+        t0 = time.monotonic()
+        strategy = self.target.get_driver("VfioBoardStrategy")
+        try:
+            strategy.transition("shell")
+        except Exception as e:  # noqa: BLE001 - any failure to reach a shell is a boot failure
+            text = self.recorder.since(self.boot_offset)
+            crash = find_crash(text)
+            self.needs_reboot = True
+            self.power_off()
+            why = f"kernel crash: {crash}" if crash else f"{type(e).__name__}: {e}".strip()
+            raise BoardError(
+                f"board '{self.lab.name}' did not reach a shell (variant {files.variant}, kernel "
+                f"{files.kernel_label}): {why}; last console output: {_tail(text)!r}",
+                str(self.console_log),
+            ) from None
+        self.boot_seconds = time.monotonic() - t0
+        self.boots += 1
+        self.needs_reboot = False
+
+    def power_off(self) -> None:
+        """Stop the board and release everything labgrid holds (process, sockets)."""
+        if self.target is not None:
+            try:
+                self.target.deactivate_all_drivers()
+            except Exception:  # noqa: BLE001 - a dead QEMU must not stop the cleanup
+                self._kill_qemu()
+            self._kill_qemu()
+        if self.env is not None:
+            self.env.cleanup()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.env = self.target = self.recorder = None
+
+    def _kill_qemu(self) -> None:
+        if self.target is None:
+            return
+        try:
+            drv = self.target.get_driver("QEMUDriver", activate=False)
+        except Exception:  # noqa: BLE001
+            return
+        child = getattr(drv, "_child", None)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        drv._child = None
+        drv.status = 0
+
+    close = power_off
+
+    # -- commands --------------------------------------------------------------------------
+    @property
+    def shell(self):  # noqa: ANN201
+        if self.target is None:
+            raise BoardError("board is not booted")
+        return self.target.get_driver("ShellDriver")
+
+    def run(self, cmd: str, timeout: float = 30.0) -> RunResult:
+        try:
+            out, _, rc = self.shell.run(cmd, timeout=timeout)
+        except TIMEOUT:
+            self.needs_reboot = True
+            text = self.recorder.since(self.boot_offset) if self.recorder else b""
+            crash = find_crash(text)
+            what = f"kernel crash: {crash}" if crash else f"no answer within {timeout:.0f}s"
+            raise BoardError(f"board hung running {cmd!r}: {what}", str(self.console_log)) from None
+        return RunResult(rc, "\n".join(out))
+
+    def check(self, cmd: str, timeout: float = 30.0) -> str:
+        r = self.run(cmd, timeout)
+        if r.rc != 0:
+            raise AssertionError(f"command failed on the board (rc={r.rc}): {cmd}\n{r.out}")
+        return r.out
+
+    def qmp(self, command: str, arguments: dict | None = None) -> object:
+        if self.target is None:
+            raise BoardError("board is not booted")
+        return self.target.get_driver("QEMUDriver").monitor_command(command, arguments or {})
+
+    def dmesg(self) -> list[str]:
+        return self.check("dmesg").splitlines()
+
+    def taint(self) -> int:
+        return int(self.check("cat /proc/sys/kernel/tainted").strip())
+
+    def uname(self) -> str:
+        return self.check("uname -r").strip()
+
+    def socket_path(self, name: str) -> Path:
+        return self.rundir / f"{name}.sock"
+
+    def console_since(self, offset: int) -> bytes:
+        return self.recorder.since(offset) if self.recorder else b""
+
+
+def _tail(b: bytes, n: int = 400) -> str:
+    return b[-n:].decode(errors="replace")

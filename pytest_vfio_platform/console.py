@@ -1,0 +1,65 @@
+"""Record everything a board's console printed, and classify trouble seen in it.
+
+Why a recorder beside labgrid: labgrid's expect buffer forgets what it consumed, but a failed
+test needs the console for its whole duration, and a hung board needs the panic that preceded
+the hang. Subscribing to labgrid's console `read` steps sees every byte without a second
+reader on the socket.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+from labgrid.step import steps
+
+PANIC_RE = re.compile(
+    rb"(Kernel panic - not syncing[^\r\n]*|Internal error: Oops[^\r\n]*|"
+    rb"Unable to handle kernel [^\r\n]*|BUG: [^\r\n]*|WARNING: CPU: [^\r\n]*)"
+)
+
+
+class ConsoleRecorder:
+    """Appends every console read of one labgrid driver to a log file; offsets slice it."""
+
+    def __init__(self, path: Path, source: object) -> None:
+        self.path = path
+        self.source = source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "ab", buffering=0)
+        self._lock = threading.Lock()
+        steps.subscribe(self._notify)
+
+    def _notify(self, event) -> None:  # noqa: ANN001 - labgrid StepEvent
+        step = event.step
+        if step.tag != "console" or step.title != "read" or step.source is not self.source:
+            return
+        if event.data.get("state") == "stop" and step.result:
+            self.write(step.result)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._f.write(data)
+
+    def mark(self, text: str) -> None:
+        self.write(f"\n===== {text} =====\n".encode())
+
+    def offset(self) -> int:
+        with self._lock:
+            return self.path.stat().st_size
+
+    def since(self, offset: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def close(self) -> None:
+        steps.unsubscribe(self._notify)
+        self._f.close()
+
+
+def find_crash(text: bytes) -> str | None:
+    """The first kernel crash line in text (panic, oops, BUG, WARNING), if any."""
+    m = PANIC_RE.search(text)
+    return m.group(1).decode(errors="replace").strip() if m else None

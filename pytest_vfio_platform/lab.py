@@ -1,0 +1,341 @@
+"""Load and validate a lab definition (labs/NAME.yaml), with errors that name file and key.
+
+Why our own validation: a lab file is edited by hand by lab engineers; a typo must end in
+"labs/x.yaml: devices[1].mmio.base: expected an integer, got 'x'", not a KeyError three layers
+down during a boot. The labgrid section is passed to labgrid as is (it validates its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LabError
+from .images.dtb import DtEdit
+
+LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
+DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
+BUSES = ("platform", "amba")
+STIMULI = ("uart-socket", "qmp-powerdown", "rtc-match", "none")
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    kind: str
+    setup: str = ""
+    ack: str = ""
+    socket: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    cls: str
+    sysfs: str
+    bus: str
+    compatible: str
+    mmio_base: int
+    mmio_size: int
+    irq_spi: int
+    irq_trigger: str
+    id_registers: dict[str, tuple[int, int]]
+    stimulus: Stimulus
+    host_driver: str | None = None
+    variant: str = "default"
+
+    @property
+    def level_triggered(self) -> bool:
+        return self.irq_trigger.startswith("level")
+
+
+@dataclass(frozen=True)
+class Refused:
+    name: str
+    cls: str
+    sysfs: str
+    bus: str
+    reason: str
+    variant: str = "default"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    dtb: tuple[DtEdit, ...]
+    vfio_args: str
+
+
+@dataclass
+class Lab:
+    name: str
+    path: Path
+    description: str
+    board_type: str
+    prompt: str
+    machine_args: list[str]
+    uart_sockets: list[str]
+    boot_args: str
+    variants: dict[str, Variant]
+    labgrid: dict[str, Any]
+    devices: list[Device] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise LabError(
+            f"{self.path}: no device named '{name}' (have: {', '.join(d.name for d in self.devices)})"
+        )
+
+
+def available_labs() -> list[str]:
+    return sorted(p.stem for p in LABS_DIR.glob("*.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    """A lab NAME (looked up in labs/) or a PATH to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not p.is_file():
+            raise LabError(f"--lab {name_or_path}: no such file")
+        return p.resolve()
+    cand = LABS_DIR / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        raise LabError(
+            f"--lab {name_or_path}: unknown lab; available: {', '.join(available_labs())} "
+            f"(or pass a path to a lab YAML file)"
+        )
+    return cand
+
+
+class _V:
+    """Typed access to a YAML mapping that reports the file and dotted key on error."""
+
+    def __init__(self, path: Path, data: Any, where: str = "") -> None:
+        self.path, self.data, self.where = path, data, where
+
+    def fail(self, key: str, msg: str) -> LabError:
+        loc = f"{self.where}.{key}" if self.where and key else (self.where or key or "top level")
+        return LabError(f"{self.path}: {loc}: {msg}")
+
+    def _get(self, key: str, required: bool) -> Any:
+        if not isinstance(self.data, dict):
+            raise self.fail("", f"expected a mapping, got {type(self.data).__name__}")
+        if key not in self.data:
+            if required:
+                raise self.fail(key, "missing (required)")
+            return None
+        return self.data[key]
+
+    def str(
+        self, key: str, default: str | None = None, required: bool = True, choices: tuple = ()
+    ) -> Any:
+        v = self._get(key, required and default is None)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self.fail(key, f"expected a string, got {v!r}")
+        if choices and v not in choices:
+            raise self.fail(key, f"expected one of {', '.join(choices)}, got {v!r}")
+        return v
+
+    def int(self, key: str, required: bool = True) -> Any:
+        v = self._get(key, required)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(key, f"expected an integer, got {v!r}")
+        return v
+
+    def sub(self, key: str, required: bool = True, kind: type = dict) -> Any:
+        v = self._get(key, required)
+        if v is None:
+            return None
+        if not isinstance(v, kind):
+            raise self.fail(
+                key, f"expected a {'mapping' if kind is dict else 'list'}, got {type(v).__name__}"
+            )
+        return v
+
+    def child(self, key: str, index: int | None = None) -> _V:
+        v = self.data[key] if index is None else self.data[key][index]
+        where = f"{self.where}.{key}" if self.where else key
+        if index is not None:
+            where += f"[{index}]"
+        return _V(self.path, v, where)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        extra = sorted(set(self.data) - allowed)
+        if extra:
+            raise self.fail(extra[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
+    items = v.sub(key, required=False, kind=list) or []
+    out = []
+    for i in range(len(items)):
+        e = v.child(key, i)
+        e.check_keys({"node", "set", "delete", "dts"})
+        node = e.str("node")
+        if not node.startswith("/"):
+            raise e.fail("node", f"expected an absolute DT path like /pl061@9030000, got {node!r}")
+        delete = e.sub("delete", required=False, kind=list) or []
+        out.append(
+            DtEdit(
+                node=node,
+                set=e.sub("set", required=False) or {},
+                delete=tuple(delete),
+                dts=e.str("dts", ""),
+            )
+        )
+    return tuple(out)
+
+
+def load(name_or_path: str) -> Lab:
+    path = resolve(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise LabError(f"{path}: {where}not valid YAML: {getattr(e, 'problem', e)}") from None
+    top = _V(path, data)
+    if not isinstance(data, dict):
+        raise top.fail("", "expected a mapping with name, board, labgrid, devices")
+    top.check_keys({"name", "description", "board", "labgrid", "devices", "refused"})
+    b = top.child("board") if top.sub("board") is not None else None
+    assert b is not None
+    b.check_keys(
+        {
+            "type",
+            "prompt",
+            "machine_args",
+            "uart_sockets",
+            "boot_args",
+            "vfio_args",
+            "dtb",
+            "variants",
+        }
+    )
+    base_edits = _edits(b, "dtb")
+    base_args = b.str("vfio_args", "")
+    variants: dict[str, Variant] = {}
+    vs = b.sub("variants", required=False) or {"default": {}}
+    if "default" not in vs:
+        raise b.fail("variants", "a 'default' variant is required")
+    for name, spec in vs.items():
+        vv = _V(path, spec or {}, f"board.variants.{name}")
+        vv.check_keys({"dtb", "vfio_args"})
+        variants[name] = Variant(
+            name, base_edits + _edits(vv, "dtb"), vv.str("vfio_args", base_args)
+        )
+    machine_args = b.sub("machine_args", required=False, kind=list) or []
+    lab = Lab(
+        name=top.str("name"),
+        path=path,
+        description=top.str("description", ""),
+        board_type=b.str("type", choices=("qemu", "remote")),
+        prompt=b.str("prompt"),
+        machine_args=[str(a) for a in machine_args],
+        uart_sockets=b.sub("uart_sockets", required=False, kind=list) or [],
+        boot_args=b.str("boot_args", ""),
+        variants=variants,
+        labgrid=top.sub("labgrid"),
+    )
+    for i in range(len(top.sub("devices", kind=list))):
+        lab.devices.append(_device(top.child("devices", i), lab))
+    for i in range(len(top.sub("refused", required=False, kind=list) or [])):
+        r = top.child("refused", i)
+        r.check_keys({"name", "class", "sysfs", "bus", "reason", "variant"})
+        var = r.str("variant", "default")
+        if var not in variants:
+            raise r.fail(
+                "variant", f"unknown variant {var!r} (board.variants has {', '.join(variants)})"
+            )
+        lab.refused.append(
+            Refused(
+                r.str("name"),
+                r.str("class"),
+                r.str("sysfs"),
+                r.str("bus", choices=BUSES),
+                r.str("reason"),
+                var,
+            )
+        )
+    names = [d.name for d in lab.devices] + [r.name for r in lab.refused]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise top.fail("devices", f"duplicate device name(s): {', '.join(sorted(dup))}")
+    return lab
+
+
+def _device(d: _V, lab: Lab) -> Device:
+    d.check_keys(
+        {
+            "name",
+            "class",
+            "sysfs",
+            "bus",
+            "compatible",
+            "host_driver",
+            "mmio",
+            "irq",
+            "id_registers",
+            "stimulus",
+            "variant",
+        }
+    )
+    m = d.child("mmio") if d.sub("mmio") is not None else None
+    i = d.child("irq") if d.sub("irq") is not None else None
+    assert m and i
+    m.check_keys({"base", "size"})
+    i.check_keys({"spi", "trigger"})
+    ids: dict[str, tuple[int, int]] = {}
+    idr = d.sub("id_registers", required=False) or {}
+    for k in idr:
+        r = d.child("id_registers")
+        rr = r.child(k)
+        rr.check_keys({"offset", "value"})
+        ids[k] = (rr.int("offset"), rr.int("value"))
+    st = (
+        d.child("stimulus")
+        if d.sub("stimulus", required=False) is not None
+        else _V(lab.path, {"kind": "none"})
+    )
+    st.check_keys({"kind", "setup", "ack", "socket", "line"})
+    stim = Stimulus(
+        kind=st.str("kind", choices=STIMULI),
+        setup=st.str("setup", ""),
+        ack=st.str("ack", ""),
+        socket=st.str("socket", required=False),
+        line=st.int("line", required=False),
+    )
+    if stim.kind == "uart-socket" and stim.socket not in lab.uart_sockets:
+        raise st.fail(
+            "socket", f"{stim.socket!r} is not one of board.uart_sockets {lab.uart_sockets}"
+        )
+    variant = d.str("variant", "default")
+    if variant not in lab.variants:
+        raise d.fail("variant", f"unknown variant {variant!r}")
+    return Device(
+        name=d.str("name"),
+        cls=d.str("class", choices=DEVICE_CLASSES),
+        sysfs=d.str("sysfs"),
+        bus=d.str("bus", choices=BUSES),
+        compatible=d.str("compatible"),
+        host_driver=d.str("host_driver", required=False),
+        mmio_base=m.int("base"),
+        mmio_size=m.int("size"),
+        irq_spi=i.int("spi"),
+        irq_trigger=i.str(
+            "trigger", choices=("level-high", "level-low", "edge-rising", "edge-falling")
+        ),
+        id_registers=ids,
+        stimulus=stim,
+        variant=variant,
+    )

@@ -1,0 +1,85 @@
+"""Turn (lab, variant, kernel choice) into the files a board boots: Image, initramfs, DTB.
+
+Why a separate step: building is the slow, cacheable part; booting is the fast, repeated
+part. Everything here is content-addressed, so a warm cache makes this a few lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LabError
+from .images.agent import build_agent
+from .images.cache import ArtifactCache
+from .images.dtb import board_dtb
+from .images.initramfs import board_initramfs
+from .images.kernel import KernelSpec, build_kernel, check_arm64_image
+from .images.progress import Progress, stderr_progress
+from .lab import Lab
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """--kernel: 'patched', 'stock', or a path to a prebuilt arm64 Image."""
+
+    kind: str  # patched | stock | path
+    path: Path | None = None
+    source: Path | None = None  # --kernel-src
+
+    @classmethod
+    def parse(cls, value: str, source: str | None = None) -> KernelChoice:
+        src = Path(source).expanduser() if source else None
+        if value in ("patched", "stock"):
+            return cls(value, None, src)
+        p = Path(value).expanduser()
+        check_arm64_image(p)
+        return cls("path", p.resolve(), src)
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.kind != "path" else f"prebuilt:{self.path}"
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    kernel: Path
+    kernel_label: str
+    kernel_release: str
+    initrd: Path
+    dtb: Path
+    boot_args: str
+    variant: str
+
+
+def kernel_image(
+    choice: KernelChoice, cache: ArtifactCache, progress: Progress
+) -> tuple[Path, str]:
+    if choice.kind == "path":
+        assert choice.path
+        return choice.path, "unknown (prebuilt)"
+    art = build_kernel(KernelSpec(variant=choice.kind, source=choice.source), cache, progress)
+    return art.image, art.release
+
+
+def boot_files(
+    lab: Lab,
+    variant: str,
+    choice: KernelChoice,
+    cache: ArtifactCache | None = None,
+    progress: Progress = stderr_progress,
+) -> BootFiles:
+    cache = cache or ArtifactCache()
+    if variant not in lab.variants:
+        raise LabError(
+            f"{lab.path}: board has no variant {variant!r} (have {', '.join(lab.variants)})"
+        )
+    v = lab.variants[variant]
+    image, release = kernel_image(choice, cache, progress)
+    agent = build_agent(KernelSpec(source=choice.source), cache, progress)
+    initrd = board_initramfs(agent, cache)
+    # Every -serial the lab declares comes before labgrid's console, so it shapes the DT.
+    dump_args = lab.machine_args + ["-serial", "null"] * (len(lab.uart_sockets) + 1)
+    dtb = board_dtb(dump_args, v.dtb, cache)
+    args = " ".join(a for a in (lab.boot_args, v.vfio_args) if a)
+    return BootFiles(image, choice.label, release, initrd, dtb, args, variant)

@@ -1,0 +1,94 @@
+"""One pytest session's hold on a lab: the board, the boot files per variant, and the
+evidence each test leaves behind.
+
+Why memoise failures: a kernel that does not build or a board that does not boot would
+otherwise be retried by every test, turning one clear error into an hour of the same error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .board import Board
+from .errors import BoardError, VfioPlatformError
+from .images.cache import ArtifactCache
+from .images.progress import stderr_progress
+from .lab import Lab
+from .provision import BootFiles, KernelChoice, boot_files
+
+
+class LabSession:
+    def __init__(self, lab: Lab, choice: KernelChoice, rundir: Path, cache: ArtifactCache) -> None:
+        self.lab = lab
+        self.choice = choice
+        self.rundir = rundir
+        self.cache = cache
+        self._files: dict[str, BootFiles] = {}
+        self._failed: dict[str, VfioPlatformError] = {}
+        self._board: Board | None = None
+        self.boot_failures = 0
+
+    def files(self, variant: str) -> BootFiles:
+        if variant in self._failed:
+            raise self._failed[variant]
+        if variant not in self._files:
+            try:
+                self._files[variant] = boot_files(
+                    self.lab, variant, self.choice, self.cache, stderr_progress
+                )
+            except VfioPlatformError as e:
+                self._failed[variant] = e
+                raise
+        return self._files[variant]
+
+    def board(self, variant: str = "default") -> Board:
+        files = self.files(variant)
+        if self._board is None:
+            self._board = Board(self.lab, self.rundir)
+        try:
+            self._board.ensure(files)
+        except BoardError:
+            self.boot_failures += 1
+            raise
+        return self._board
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+
+
+@dataclass
+class TestEvidence:
+    """What a test saw: console bytes, new kernel messages, taint before and after."""
+
+    nodeid: str
+    console_offset: int
+    dmesg_lines: int
+    taint_before: int
+    taint_after: int | None = None
+    dmesg_delta: list[str] = field(default_factory=list)
+    console: bytes = b""
+    board_log: str = ""
+
+    @classmethod
+    def start(cls, board: Board, nodeid: str) -> TestEvidence:
+        if board.recorder:
+            board.recorder.mark(f"test {nodeid}")
+        n = int(board.check("dmesg | wc -l").strip())
+        return cls(nodeid, board.recorder.offset() if board.recorder else 0, n, board.taint())
+
+    def finish(self, board: Board) -> None:
+        self.board_log = str(board.console_log)
+        self.console = board.console_since(self.console_offset)
+        if board.needs_reboot or board.target is None:
+            return
+        try:
+            self.dmesg_delta = board.check(f"dmesg | tail -n +{self.dmesg_lines + 1}").splitlines()
+            self.taint_after = board.taint()
+        except (BoardError, AssertionError):
+            board.needs_reboot = True
+
+    def console_text(self) -> str:
+        return self.console.decode(errors="replace")

@@ -1,0 +1,145 @@
+"""Host-side VFIO assignment on a board: bind through driver_override, find the group or
+cdev, restore the previous state, and run the on-target agent.
+
+Why one shell script per operation: each console round trip costs tens of milliseconds under
+TCG and is one more chance for a garbled line; a bind is one command that reports key=value
+lines, including the kernel messages it caused, so a refusal carries the kernel's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from .board import Board
+
+VFIO_DRIVER = {"platform": "vfio-platform", "amba": "vfio-amba"}
+
+_BIND = r"""
+d=/sys/bus/{bus}/devices/{dev}
+if [ ! -e "$d" ]; then echo "missing=1"; exit 0; fi
+n=$(dmesg | wc -l)
+l=$(readlink $d/driver); prev=${{l##*/}}
+[ -n "$prev" ] && echo {dev} > $d/driver/unbind
+echo {drv} > $d/driver_override
+echo {dev} > /sys/bus/{bus}/drivers_probe
+l=$(readlink $d/driver); echo "prev=$prev"; echo "now=${{l##*/}}"
+g=$(readlink $d/iommu_group); echo "group=${{g##*/}}"
+for c in $d/vfio-dev/vfio*; do [ -e "$c" ] && echo "cdev=${{c##*/}}"; done
+echo "nodes=$(ls /dev/vfio 2>/dev/null | tr '\n' ' ')"
+dmesg | tail -n +$((n+1)) | sed 's/^/dmesg=/'
+"""
+
+_RESTORE = r"""
+d=/sys/bus/{bus}/devices/{dev}
+l=$(readlink $d/driver); [ -n "$l" ] && echo {dev} > $d/driver/unbind
+echo > $d/driver_override
+[ -n "{prev}" ] && echo {dev} > /sys/bus/{bus}/drivers_probe
+l=$(readlink $d/driver); echo "now=${{l##*/}}"
+"""
+
+
+@dataclass
+class Binding:
+    """The outcome of asking the kernel to give a device to its VFIO driver."""
+
+    device: str
+    bus: str
+    driver: str  # the VFIO driver asked for
+    previous: str  # driver bound before ('' if none)
+    now: str  # driver bound after ('' if the probe failed)
+    group: str  # IOMMU group number ('' if none)
+    cdev: str  # vfioN under /dev/vfio/devices ('' if none)
+    nodes: list[str] = field(default_factory=list)  # /dev/vfio entries after the bind
+    dmesg: list[str] = field(default_factory=list)  # kernel messages the bind caused
+
+    @property
+    def bound(self) -> bool:
+        return self.now == self.driver
+
+    @property
+    def group_node(self) -> str:
+        return f"/dev/vfio/{self.group}" if self.group else ""
+
+    def probe_error(self) -> int | None:
+        for line in self.dmesg:
+            m = re.search(r"probe with driver \S+ failed with error (-?\d+)", line)
+            if m:
+                return int(m.group(1))
+        return None
+
+    def describe_failure(self) -> str:
+        err = self.probe_error()
+        msgs = "\n      ".join(self.dmesg) or "(no kernel message)"
+        hint = ""
+        if err == -22:
+            hint = (
+                " — the kernel refused a device without an IOMMU group (-EINVAL): the "
+                "emulated-IOMMU change is absent (stock kernel) or its parameter is off"
+            )
+        return f"{self.driver} did not bind {self.device} (probe error {err}){hint}\n    dmesg:\n      {msgs}"
+
+
+def bind(board: Board, dev: str, bus: str) -> Binding:
+    drv = VFIO_DRIVER[bus]
+    out = board.check(_BIND.format(bus=bus, dev=dev, drv=drv))
+    kv: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        k, _, v = line.partition("=")
+        kv.setdefault(k.strip(), []).append(v)
+    if "missing" in kv:
+        raise AssertionError(
+            f"the board has no device /sys/bus/{bus}/devices/{dev} (check the lab inventory)"
+        )
+    one = lambda k: (kv.get(k) or [""])[0].strip()  # noqa: E731
+    return Binding(
+        device=dev,
+        bus=bus,
+        driver=drv,
+        previous=one("prev"),
+        now=one("now"),
+        group=one("group"),
+        cdev=one("cdev"),
+        nodes=one("nodes").split(),
+        dmesg=kv.get("dmesg", []),
+    )
+
+
+def restore(board: Board, b: Binding) -> str:
+    """Undo bind(): unbind, clear the override, re-probe the previous driver. Returns the
+    driver bound afterwards (which must equal b.previous)."""
+    out = board.check(_RESTORE.format(bus=b.bus, dev=b.device, prev=b.previous))
+    return out.strip().removeprefix("now=")
+
+
+class AgentError(AssertionError):
+    pass
+
+
+def parse_agent(out: str) -> dict:
+    """The agent's one JSON line, from console output that may carry other lines."""
+    for line in reversed(out.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    raise AgentError(f"vfio-agent printed no JSON; output was:\n{out[-1500:]}")
+
+
+def agent(board: Board, *args: str, timeout: float = 30.0) -> dict:
+    r = board.run("vfio-agent " + " ".join(shlex.quote(a) for a in args), timeout=timeout)
+    res = parse_agent(r.out)
+    res["_rc"] = r.rc
+    return res
+
+
+def selector(b: Binding, path: str = "group") -> list[str]:
+    if path == "cdev":
+        return ["--cdev", f"/dev/vfio/devices/{b.cdev}", "--device", b.device]
+    if path == "noiommu":
+        return ["--noiommu-group", b.group, "--device", b.device]
+    return ["--group", b.group, "--device", b.device]

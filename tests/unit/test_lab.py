@@ -1,0 +1,90 @@
+"""Lab files: the shipped labs load; broken ones name the file, the key and what was expected."""
+
+import textwrap
+
+import pytest
+
+from pytest_vfio_platform.errors import LabError
+from pytest_vfio_platform.lab import LABS_DIR, available_labs, load
+
+
+def test_qemu_lab_loads_with_inventory():
+    lab = load("qemu")
+    assert {d.name for d in lab.devices} == {"uart0", "gpio", "rtc"}
+    assert {d.bus for d in lab.devices} == {"platform", "amba"}
+    uart = lab.device("uart0")
+    assert (uart.mmio_base, uart.mmio_size, uart.irq_spi) == (0x9000000, 0x1000, 1)
+    assert uart.id_registers["periphid"] == (0xFE0, 0x00141011)
+    assert "default" in lab.variants and "param-off" in lab.variants
+    # every variant carries the base DT edits
+    for v in lab.variants.values():
+        assert any(e.node == "/pl061@9030000" for e in v.dtb)
+
+
+def test_unknown_lab_lists_available():
+    with pytest.raises(LabError) as e:
+        load("nosuchlab")
+    assert "unknown lab" in str(e.value) and "qemu" in str(e.value)
+    assert "qemu" in available_labs()
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "lab.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+BASE = (LABS_DIR / "qemu.yaml").read_text()
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = _write(tmp_path, "name: x\nboard: [unclosed\n")
+    with pytest.raises(LabError, match=r"lab.yaml: line \d+, column \d+: not valid YAML"):
+        load(str(p))
+
+
+def test_wrong_type_names_key(tmp_path):
+    p = _write(tmp_path, BASE.replace("base: 0x9030000", "base: nine"))
+    with pytest.raises(LabError, match=r"devices\[1\]\.mmio\.base: expected an integer, got 'nine'"):
+        load(str(p))
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    p = _write(tmp_path, BASE.replace("    class: gpio\n", "    class: gpio\n    colour: blue\n", 1))
+    with pytest.raises(LabError, match=r"devices\[1\]\.colour: unknown key"):
+        load(str(p))
+
+
+def test_missing_key(tmp_path):
+    p = _write(tmp_path, BASE.replace("    sysfs: 9030000.pl061\n    bus: platform\n    compatible", "    bus: platform\n    compatible", 1))
+    with pytest.raises(LabError, match=r"devices\[1\]\.sysfs: missing \(required\)"):
+        load(str(p))
+
+
+def test_bad_choice(tmp_path):
+    p = _write(tmp_path, BASE.replace("bus: amba", "bus: pci", 1))
+    with pytest.raises(LabError, match=r"devices\[2\]\.bus: expected one of platform, amba, got 'pci'"):
+        load(str(p))
+
+
+def test_unknown_variant_reference(tmp_path):
+    p = _write(tmp_path, BASE.replace("variant: dma-dmas", "variant: dma-nope"))
+    with pytest.raises(LabError, match=r"refused\[2\]\.variant: unknown variant 'dma-nope'"):
+        load(str(p))
+
+
+def test_unknown_socket(tmp_path):
+    p = _write(tmp_path, BASE.replace("socket: uart0", "socket: uart9"))
+    with pytest.raises(LabError, match=r"stimulus\.socket: 'uart9' is not one of board\.uart_sockets"):
+        load(str(p))
+
+
+def test_not_a_mapping(tmp_path):
+    p = _write(tmp_path, "- just\n- a list\n")
+    with pytest.raises(LabError, match="expected a mapping"):
+        load(str(p))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LabError, match="no such file"):
+        load(str(tmp_path / "none.yaml"))
