@@ -69,7 +69,7 @@ class TestEvidence:
     taint_before: int
     taint_after: int | None = None
     dmesg_delta: list[str] = field(default_factory=list)
-    console: bytes = b""
+    board: Board | None = None
     board_log: str = ""
 
     @classmethod
@@ -77,11 +77,10 @@ class TestEvidence:
         if board.recorder:
             board.recorder.mark(f"test {nodeid}")
         n = int(board.check("dmesg | wc -l").strip())
-        return cls(nodeid, board.recorder.offset() if board.recorder else 0, n, board.taint())
+        offset = board.recorder.offset() if board.recorder else 0
+        return cls(nodeid, offset, n, board.taint(), board=board, board_log=str(board.console_log))
 
     def finish(self, board: Board) -> None:
-        self.board_log = str(board.console_log)
-        self.console = board.console_since(self.console_offset)
         if board.needs_reboot or board.target is None:
             return
         try:
@@ -91,4 +90,7 @@ class TestEvidence:
             board.needs_reboot = True
 
     def console_text(self) -> str:
-        return self.console.decode(errors="replace")
+        """The console from the test's start until now (the recorder survives reboots)."""
+        if self.board is None:
+            return ""
+        return self.board.console_since(self.console_offset).decode(errors="replace")

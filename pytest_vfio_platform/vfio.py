@@ -82,6 +82,14 @@ class Binding:
         return f"{self.driver} did not bind {self.device} (probe error {err}){hint}\n    dmesg:\n      {msgs}"
 
 
+def require_bound(b: Binding) -> None:
+    """Fail the test with the kernel's own reason when the VFIO driver did not bind."""
+    if not b.bound:
+        import pytest
+
+        pytest.fail(b.describe_failure(), pytrace=False)
+
+
 def bind(board: Board, dev: str, bus: str) -> Binding:
     drv = VFIO_DRIVER[bus]
     out = board.check(_BIND.format(bus=bus, dev=dev, drv=drv))

@@ -50,7 +50,9 @@ def test_interrupted_build_is_not_reused(tmp_path):
     # an entry directory without a manifest (killed mid-rename on another fs) is ignored too
     (cache.path("kernel", "k4")).mkdir(parents=True)
     assert cache.lookup("kernel", "k4") is None
-    built = cache.get_or_build("kernel", "k4", lambda out: (out / "Image").write_bytes(b"ok") and {})
+    built = cache.get_or_build(
+        "kernel", "k4", lambda out: (out / "Image").write_bytes(b"ok") and {}
+    )
     assert (built / "Image").read_bytes() == b"ok"
 
 

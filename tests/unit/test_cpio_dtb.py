@@ -13,8 +13,11 @@ from pytest_vfio_platform.images.dtb import DtEdit, dts_value, render_edits
 def test_cpio_roundtrip_with_cpio_tool(tmp_path):
     out = tmp_path / "a.cpio"
     write_cpio(
-        [text_entry("init", "#!/bin/sh\n", 0o755), symlink_entry("bin/sh", "busybox"),
-         Entry("usr/bin/tool", stat.S_IFREG | 0o755, b"\x7fELF")],
+        [
+            text_entry("init", "#!/bin/sh\n", 0o755),
+            symlink_entry("bin/sh", "busybox"),
+            Entry("usr/bin/tool", stat.S_IFREG | 0o755, b"\x7fELF"),
+        ],
         out,
     )
     listing = subprocess.run(["cpio", "-t", "-v"], input=out.read_bytes(), capture_output=True)
@@ -48,14 +51,20 @@ def test_dts_values():
 def test_edits_compile_with_dtc(tmp_path):
     base = '/dts-v1/;\n/ { #address-cells = <2>; #size-cells = <2>;\n pl061@9030000 { compatible = "arm,pl061", "arm,primecell"; reg = <0 0x9030000 0 0x1000>; old; }; };\n'
     edits = [
-        DtEdit("/pl061@9030000", set={"compatible": ["arm,pl061"], "dmas": {"raw": "<&d 0>"}, "dma-coherent": []}, delete=("old",)),
-        DtEdit("/", dts='d: dma@1 { #dma-cells = <1>; };'),
+        DtEdit(
+            "/pl061@9030000",
+            set={"compatible": ["arm,pl061"], "dmas": {"raw": "<&d 0>"}, "dma-coherent": []},
+            delete=("old",),
+        ),
+        DtEdit("/", dts="d: dma@1 { #dma-cells = <1>; };"),
     ]
     src = tmp_path / "b.dts"
     src.write_text(base + render_edits(edits))
-    r = subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dts", str(src)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["dtc", "-q", "-I", "dts", "-O", "dts", str(src)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
-    node = r.stdout[r.stdout.index("pl061@9030000"):]
+    node = r.stdout[r.stdout.index("pl061@9030000") :]
     node = node[: node.index("};")]
     assert 'compatible = "arm,pl061";' in node
     assert "dma-coherent;" in node and "dmas = <" in node and "old;" not in node

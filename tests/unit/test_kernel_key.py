@@ -135,9 +135,7 @@ def test_patch_that_does_not_apply_names_patch_file_and_hunk(tmp_path):
     tree.mkdir()
     (tree / "f.c").write_text("one\ntwo\nthree\n")
     p = tmp_path / "0001-change.patch"
-    p.write_text(
-        "--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n one\n-TWO-NOT-THERE\n+2\n three\n"
-    )
+    p.write_text("--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n one\n-TWO-NOT-THERE\n+2\n three\n")
     with pytest.raises(BuildError) as e:
         apply_patches(tree, (p,), tmp_path / "log")
     assert "0001-change.patch" in str(e.value)

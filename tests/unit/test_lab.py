@@ -45,25 +45,38 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 def test_wrong_type_names_key(tmp_path):
     p = _write(tmp_path, BASE.replace("base: 0x9030000", "base: nine"))
-    with pytest.raises(LabError, match=r"devices\[1\]\.mmio\.base: expected an integer, got 'nine'"):
+    with pytest.raises(
+        LabError, match=r"devices\[1\]\.mmio\.base: expected an integer, got 'nine'"
+    ):
         load(str(p))
 
 
 def test_unknown_key_is_rejected(tmp_path):
-    p = _write(tmp_path, BASE.replace("    class: gpio\n", "    class: gpio\n    colour: blue\n", 1))
+    p = _write(
+        tmp_path, BASE.replace("    class: gpio\n", "    class: gpio\n    colour: blue\n", 1)
+    )
     with pytest.raises(LabError, match=r"devices\[1\]\.colour: unknown key"):
         load(str(p))
 
 
 def test_missing_key(tmp_path):
-    p = _write(tmp_path, BASE.replace("    sysfs: 9030000.pl061\n    bus: platform\n    compatible", "    bus: platform\n    compatible", 1))
+    p = _write(
+        tmp_path,
+        BASE.replace(
+            "    sysfs: 9030000.pl061\n    bus: platform\n    compatible",
+            "    bus: platform\n    compatible",
+            1,
+        ),
+    )
     with pytest.raises(LabError, match=r"devices\[1\]\.sysfs: missing \(required\)"):
         load(str(p))
 
 
 def test_bad_choice(tmp_path):
     p = _write(tmp_path, BASE.replace("bus: amba", "bus: pci", 1))
-    with pytest.raises(LabError, match=r"devices\[2\]\.bus: expected one of platform, amba, got 'pci'"):
+    with pytest.raises(
+        LabError, match=r"devices\[2\]\.bus: expected one of platform, amba, got 'pci'"
+    ):
         load(str(p))
 
 
@@ -75,7 +88,9 @@ def test_unknown_variant_reference(tmp_path):
 
 def test_unknown_socket(tmp_path):
     p = _write(tmp_path, BASE.replace("socket: uart0", "socket: uart9"))
-    with pytest.raises(LabError, match=r"stimulus\.socket: 'uart9' is not one of board\.uart_sockets"):
+    with pytest.raises(
+        LabError, match=r"stimulus\.socket: 'uart9' is not one of board\.uart_sockets"
+    ):
         load(str(p))
 
 
