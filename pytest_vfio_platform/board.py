@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 import shlex
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pexpect import TIMEOUT
 
 from .console import ConsoleRecorder, find_crash
 from .errors import BoardError
+from .images.initramfs import GUEST_PROMPT
 from .lab import Lab
 from .provision import BootFiles
 
@@ -72,14 +74,20 @@ class RunResult:
     out: str
 
 
-def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str) -> dict:
+def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_port: int) -> dict:
     uart_args = " ".join(
         f"-serial unix:{rundir / (name + '.sock')},server=on,wait=off" for name in lab.uart_sockets
     )
     # labgrid appends its own -machine/-cpu/-m; QEMU merges -machine options and lets the
     # last -cpu/-m win, so the lab's full machine arguments can go first unchanged.
     machine_extra = shlex.join(lab.machine_args)
+    guest_console_args = (
+        "-device virtio-serial-device "
+        f"-chardev socket,id=l2con,host=127.0.0.1,port={guest_port},server=on,wait=off "
+        "-device virtconsole,chardev=l2con,name=l2console"
+    )
     values = {
+        "guest_console_args": guest_console_args,
         "kernel": str(files.kernel),
         "initrd": str(files.initrd),
         "dtb": str(files.dtb),
@@ -122,6 +130,8 @@ class Board:
         self.boot_seconds = 0.0
         self.boots = 0
         self.needs_reboot = False
+        self._guest_console: GuestConsole | None = None
+        self.guest_port = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def ensure(self, files: BootFiles) -> None:
@@ -134,7 +144,29 @@ class Board:
         self.power_off()
         self.files = files
         cfgfile = self.rundir / f"labgrid-{files.variant}.yaml"
-        cfgfile.write_text(yaml.safe_dump(_labgrid_config(self.lab, files, self.rundir, self.qemu)))
+        self.guest_port = _free_port()
+        cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self.guest_port)
+        cfg["targets"]["guest"] = {
+            "resources": {
+                "NetworkSerialPort": {
+                    "host": "127.0.0.1",
+                    "port": self.guest_port,
+                    "protocol": "raw",
+                }
+            },
+            "drivers": {
+                "SerialDriver": {},
+                "ShellDriver": {
+                    "prompt": GUEST_PROMPT,
+                    "login_prompt": " login: ",
+                    "username": "root",
+                    "login_timeout": 60,
+                    "await_login_timeout": 1,
+                },
+            },
+        }
+        cfgfile.write_text(yaml.safe_dump(cfg))
+        self._guest_console = None
         self.env = Environment(config_file=str(cfgfile))
         self.target = self.env.get_target("main")
         power = self.target.get_driver("PowerProtocol", activate=False)
@@ -163,8 +195,22 @@ class Board:
         self.boots += 1
         self.needs_reboot = False
 
+    def guest_console(self) -> GuestConsole:
+        """The console of the L2 guest (a virtio-console port of this board), as a labgrid
+        target of its own: SerialDriver on the TCP socket + ShellDriver."""
+        if self.env is None:
+            raise BoardError("board is not booted")
+        if self._guest_console is None:
+            self._guest_console = GuestConsole(
+                self.env.get_target("guest"), self.rundir / "guest-console.log"
+            )
+        return self._guest_console
+
     def power_off(self) -> None:
         """Stop the board and release everything labgrid holds (process, sockets)."""
+        if getattr(self, "_guest_console", None) is not None:
+            self._guest_console.close()
+            self._guest_console = None
         if self.target is not None:
             try:
                 self.target.deactivate_all_drivers()
@@ -242,6 +288,59 @@ class Board:
                 return f.read()
         except FileNotFoundError:
             return b""
+
+
+class GuestConsole:
+    """run(cmd) on the guest's shell; detach/attach around guest restarts so a stale prompt
+    of the previous guest is never taken for the new one's."""
+
+    BANNER = "vfio-guest: init done"
+
+    def __init__(self, target, log: Path) -> None:  # noqa: ANN001 - labgrid Target
+        self.target = target
+        self.serial = target.get_driver("SerialDriver")
+        self.recorder = ConsoleRecorder(log, self.serial)
+        self.log = log
+
+    def detach_shell(self) -> None:
+        shell = self.target.get_driver("ShellDriver", activate=False)
+        self.target.deactivate(shell)
+        try:  # drop whatever the previous guest left unread
+            while self.serial.read(size=4096, timeout=0.05):
+                pass
+        except TIMEOUT:
+            pass
+
+    def attach_shell(self, timeout: float) -> None:
+        try:
+            self.serial.expect(self.BANNER, timeout=timeout)
+            self.target.activate(self.target.get_driver("ShellDriver", activate=False))
+        except TIMEOUT:
+            text = self.log.read_bytes()[-600:].decode(errors="replace")
+            raise BoardError(
+                f"the guest did not reach a shell within {timeout:.0f}s; guest console: {text!r}",
+                str(self.log),
+            ) from None
+
+    def run(self, cmd: str, timeout: float = 30.0) -> RunResult:
+        try:
+            out, _, rc = self.target.get_driver("ShellDriver").run(cmd, timeout=timeout)
+        except TIMEOUT:
+            raise BoardError(f"guest hung running {cmd!r}", str(self.log)) from None
+        return RunResult(rc, "\n".join(out))
+
+    def close(self) -> None:
+        self.recorder.close()
+        try:
+            self.target.deactivate_all_drivers()
+        except Exception:  # noqa: BLE001 - the board is going away anyway
+            pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _tail(b: bytes, n: int = 400) -> str:

@@ -67,6 +67,7 @@ class Variant:
     name: str
     dtb: tuple[DtEdit, ...]
     vfio_args: str
+    guest: bool = False  # the board carries an L2 guest (kernel, initramfs) for guest suites
 
 
 @dataclass

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from .errors import LabError
 from .images.agent import build_agent
-from .images.cache import ArtifactCache
+from .images.cache import ArtifactCache, Hasher, file_digest
 from .images.dtb import board_dtb
-from .images.initramfs import board_initramfs
-from .images.kernel import KernelSpec, build_kernel, check_arm64_image
+from .images.initramfs import board_initramfs, guest_initramfs, payload
+from .images.kernel import CONFIG_DIR, KernelSpec, build_kernel, check_arm64_image
 from .images.progress import Progress, stderr_progress
 from .lab import Lab
 
@@ -78,8 +78,38 @@ def boot_files(
     image, release = kernel_image(choice, cache, progress)
     agent = build_agent(KernelSpec(source=choice.source), cache, progress)
     initrd = board_initramfs(agent, cache)
+    if v.guest:
+        initrd = with_guest_payload(initrd, choice, agent, cache, progress)
     # Every -serial the lab declares comes before labgrid's console, so it shapes the DT.
     dump_args = lab.machine_args + ["-serial", "null"] * (len(lab.uart_sockets) + 1)
     dtb = board_dtb(dump_args, v.dtb, cache)
     args = " ".join(a for a in (lab.boot_args, v.vfio_args) if a)
     return BootFiles(image, choice.label, release, initrd, dtb, args, variant)
+
+
+GUEST_DIR = "guest"  # where the L2 images sit on the board
+
+
+def with_guest_payload(
+    base: Path, choice: KernelChoice, agent: Path, cache: ArtifactCache, progress: Progress
+) -> Path:
+    """base + a second cpio with the L2 kernel and initramfs under /guest (the kernel
+    unpacks concatenated archives in order), as one cached file for QEMU's -initrd."""
+    l2 = build_kernel(
+        KernelSpec(variant="stock", fragment=CONFIG_DIR / "l2.config", source=choice.source),
+        cache,
+        progress,
+    )
+    l2_initrd = guest_initramfs(agent, cache)
+    extra = payload(
+        {f"{GUEST_DIR}/Image": l2.image, f"{GUEST_DIR}/initramfs.cpio": l2_initrd}, cache
+    )
+    h = Hasher("initrd-combined").add("base", file_digest(base)).add("extra", file_digest(extra))
+
+    def build(out: Path) -> dict:
+        with open(out / "initramfs.cpio", "wb") as f:
+            for part in (base, extra):
+                f.write(part.read_bytes())
+        return {"l2_release": l2.release}
+
+    return cache.get_or_build("initrd-combined", h.hexdigest(), build, h.parts) / "initramfs.cpio"

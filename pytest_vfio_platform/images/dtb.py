@@ -28,7 +28,7 @@ class DtEdit:
     node: str
     set: dict = field(default_factory=dict)
     delete: tuple[str, ...] = ()
-    dts: str = ""  # raw DTS placed at the root level (new nodes, labels)
+    dts: str = ""  # raw DTS placed inside the node (new child nodes, with labels)
 
 
 def dts_value(v: object) -> str:
@@ -55,14 +55,15 @@ def dts_value(v: object) -> str:
 def render_edits(edits: Sequence[DtEdit]) -> str:
     out = []
     for e in edits:
+        ref = "/" if e.node == "/" else f"&{{{e.node}}}"
         if e.dts:
-            out.append(f"/ {{\n{e.dts}\n}};")
+            out.append(f"{ref} {{\n{e.dts}\n}};")
         if e.set or e.delete:
             lines = [f"\t/delete-property/ {p};" for p in e.delete]
             for k, v in e.set.items():
                 val = dts_value(v)
                 lines.append(f"\t{k} = {val};" if val else f"\t{k};")
-            out.append(f"&{{{e.node}}} {{\n" + "\n".join(lines) + "\n};")
+            out.append(f"{ref} {{\n" + "\n".join(lines) + "\n};")
     return "\n".join(out) + "\n"
 
 

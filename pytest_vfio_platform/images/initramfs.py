@@ -55,28 +55,44 @@ def _busybox(cache: ArtifactCache) -> Path:
     return cache.get_or_build("busybox", h.hexdigest(), build) / "busybox"
 
 
-def _qemu_tree(cache: ArtifactCache) -> Path:
-    """qemu-system-aarch64 (arm64) plus exactly the libraries it loads, as a small tree."""
-    debs = fetch(["qemu-system-arm"], cache, release=QEMU_RELEASE, closure=True)
-    h = Hasher("qemu-arm64")
+def _arm64_tree(
+    kind: str, pkg: str, binaries: list[str], release: str | None, cache: ArtifactCache
+) -> Path:
+    """Some binaries of an arm64 package plus exactly the shared libraries they load."""
+    debs = fetch([pkg], cache, release=release, closure=True)
+    h = Hasher(kind).add("binaries", " ".join(binaries))
     for d in debs:
         h.add(d.name, d.name)
 
     def build(out: Path) -> dict:
+        libs: dict[str, Path] = {}
         with scratch_dir(cache) as x:
             root = Path(x)
             extract(debs, root)
-            qemu = root / "usr/bin/qemu-system-aarch64"
             (out / "usr/bin").mkdir(parents=True)
             (out / "lib").mkdir()
-            (out / "usr/bin/qemu-system-aarch64").write_bytes(qemu.read_bytes())
-            (out / "usr/bin/qemu-system-aarch64").chmod(0o755)
-            libs = library_closure(qemu, root)
+            for b in binaries:
+                src = root / "usr/bin" / b
+                (out / "usr/bin" / b).write_bytes(src.read_bytes())
+                (out / "usr/bin" / b).chmod(0o755)
+                libs.update(library_closure(src, root))
             for so, p in libs.items():
                 (out / "lib" / so).write_bytes(p.read_bytes())
-        return {"libraries": sorted(libs)}
+        return {"binaries": binaries, "libraries": sorted(libs)}
 
-    return cache.get_or_build("qemu-arm64", h.hexdigest(), build)
+    return cache.get_or_build(kind, h.hexdigest(), build)
+
+
+def _qemu_tree(cache: ArtifactCache) -> Path:
+    """qemu-system-aarch64 10.0.x (arm64) for the nested guest."""
+    return _arm64_tree(
+        "qemu-arm64", "qemu-system-arm", ["qemu-system-aarch64"], QEMU_RELEASE, cache
+    )
+
+
+def _dtc_tree(cache: ArtifactCache) -> Path:
+    """dtc (arm64): the board writes its guest's DT from the guest machine's own dumpdtb."""
+    return _arm64_tree("dtc-arm64", "device-tree-compiler", ["dtc", "fdtget"], None, cache)
 
 
 def _tree_entries(root: Path, prefix: str = "") -> list[Entry]:
@@ -103,11 +119,12 @@ def board_initramfs(
     cache = cache or ArtifactCache()
     busybox = _busybox(cache)
     qemu = _qemu_tree(cache) if with_qemu else None
+    dtc = _dtc_tree(cache) if with_qemu else None
     init = INIT.format(prompt=BOARD_PROMPT, role="vfio-board", extra="")
     h = Hasher("initramfs-l1").add("recipe", RECIPE_VERSION).add("init", init)
     h.add("busybox", file_digest(busybox))
-    if qemu:
-        h.add("qemu", qemu.name)
+    if qemu and dtc:
+        h.add("qemu", qemu.name).add("dtc", dtc.name)
     if agent:
         h.add("agent", file_digest(agent))
 
@@ -120,8 +137,8 @@ def board_initramfs(
         ]
         if agent:
             es.append(file_entry("usr/bin/vfio-agent", agent, 0o755))
-        if qemu:
-            es += _tree_entries(qemu)
+        if qemu and dtc:
+            es += _tree_entries(qemu) + _tree_entries(dtc)
         return es
 
     return _archive("initramfs-l1", h, entries, cache)

@@ -141,7 +141,7 @@ def _make_env(cache: ArtifactCache) -> dict[str, str]:
     return {
         "ARCH": "arm64",
         "CROSS_COMPILE": CROSS,
-        "CCACHE_DIR": str(cache.root / "ccache"),
+        "CCACHE_DIR": os.environ.get("PYTEST_VFIO_PLATFORM_CCACHE", str(cache.root / "ccache")),
         "CCACHE_MAXSIZE": "5G",
         "CCACHE_COMPILERCHECK": "content",
         "CCACHE_NOHASHDIR": "1",

@@ -8,6 +8,7 @@ requires every assignment test to fail with the kernel's refusal, never to pass 
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,8 @@ def test_host_suite_fails_on_stock_kernel(lab_session, tmp_path):
     ]
     if lab_session.choice.source:
         cmd.append(f"--kernel-src={lab_session.choice.source}")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=root)
     assert junit.is_file(), f"child pytest wrote no report:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
     cases = ET.parse(junit).getroot().iter("testcase")
     outcome = {}

@@ -1,0 +1,41 @@
+"""Guests that own assigned devices: a VMM backend per board kind.
+
+QEMU (run inside the QEMU lab's board, `-accel kvm`) and crosvm (Android boards, pKVM) share
+one job: from the lab inventory, describe the assigned devices to the guest (its DT) and to
+the VMM (its command line). Only QEMU can run here; crosvm's output is pinned by tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..lab import Device
+
+PLATFORM_BUS_BASE = 0x0C000000  # QEMU virt's dynamic sysbus window
+FIRST_SPI = 112  # the first dynamic sysbus IRQ on virt (VIRT_PLATFORM_BUS_NUM_IRQS window)
+
+
+@dataclass(frozen=True)
+class GuestSlot:
+    """Where one assigned device appears in the guest: QEMU's vfio-platform places the n-th
+    device at n * 4 KiB in the platform bus window, interrupt SPI 112 + n."""
+
+    device: Device
+    offset: int
+    spi: int
+
+    @property
+    def guest_base(self) -> int:
+        return PLATFORM_BUS_BASE + self.offset
+
+    @property
+    def node_name(self) -> str:
+        return f"{self.device.compatible.split(',')[-1]}@{self.offset:x}"
+
+
+def slots(devices: list[Device]) -> list[GuestSlot]:
+    out, offset = [], 0
+    for n, d in enumerate(devices):
+        out.append(GuestSlot(d, offset, FIRST_SPI + n))
+        offset += max(d.mmio_size, 0x1000)
+    return out

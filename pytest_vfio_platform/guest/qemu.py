@@ -1,0 +1,160 @@
+"""The QEMU backend: an L2 guest started by QEMU inside the board, owning devices through
+`-device vfio-platform`.
+
+Why the guest DT is made on the board: QEMU builds no DT node for a generic vfio-platform
+device, and a DT dumped elsewhere (TCG, another CPU model) differs from what the board's
+QEMU under KVM describes. So the board dumps its own guest machine's DT and dtc appends the
+inventory's nodes — the same render_edits the host uses for the board's DT.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from ..board import Board
+from ..errors import BoardError
+from ..images.dtb import DtEdit, render_edits
+from ..lab import Device
+from . import GuestSlot, slots
+
+GUEST_DIR = "/guest"
+QEMU = "qemu-system-aarch64"
+MACHINE = ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", "256M"]
+CLASS_CLOCKS = {"uart": ("uartclk", "apb_pclk")}
+
+
+def device_node(s: GuestSlot) -> str:
+    """A guest DT node for one assigned PrimeCell: the guest's own AMBA driver binds it and
+    reads its ID registers from the real (assigned) hardware."""
+    d = s.device
+    names = CLASS_CLOCKS.get(d.cls, ("apb_pclk",))
+    clocks = " ".join("&{/apb-pclk}" for _ in names)
+    trigger = {"level-high": 4, "level-low": 8, "edge-rising": 1, "edge-falling": 2}[d.irq_trigger]
+    lines = [
+        f'compatible = "{d.compatible}", "arm,primecell";',
+        f"reg = <{s.offset:#x} {max(d.mmio_size, 0x1000):#x}>;",
+        f"interrupts = <0 {s.spi} {trigger}>;",
+        f"clocks = <{clocks}>;",
+        "clock-names = " + ", ".join(f'"{n}"' for n in names) + ";",
+    ]
+    if d.cls == "gpio":
+        lines += ["gpio-controller;", "#gpio-cells = <2>;"]
+    label = f"assigned_{d.name.replace('-', '_')}"
+    return f"{label}: {s.node_name} {{\n" + "\n".join("\t" + x for x in lines) + "\n};"
+
+
+def guest_dt_edits(devices: list[Device]) -> list[DtEdit]:
+    """The guest DT: the assigned devices under the platform bus; the guest machine's own
+    PL061/PL031/gpio-keys disabled so the assigned ones are gpiochip0, rtc0 and the only
+    power key; the assigned UART aliased serial1 so the guest console stays ttyAMA0."""
+    ss = slots(devices)
+    edits = [DtEdit("/platform-bus@c000000", dts="\n".join(device_node(s) for s in ss))]
+    edits += [
+        DtEdit(n, set={"status": "disabled"})
+        for n in ("/pl061@9030000", "/pl031@9010000", "/gpio-keys")
+    ]
+    for s in ss:
+        path = f"/platform-bus@c000000/{s.node_name}"
+        if s.device.cls == "uart":
+            edits.append(DtEdit("/aliases", set={"serial1": path}))
+        if s.device.cls == "gpio" and s.device.stimulus.line is not None:
+            key = (
+                'assigned-keys {\n\tcompatible = "gpio-keys";\n\tlabel = "assigned-gpio-keys";\n'
+                f"\tpower {{\n\t\tgpios = <&assigned_{s.device.name.replace('-', '_')} "
+                f'{s.device.stimulus.line} 0>;\n\t\tlinux,code = <116>;\n\t\tlabel = "power";\n\t}};\n}};'
+            )
+            edits.append(DtEdit("/", dts=key))
+    return edits
+
+
+def qemu_command(devices: list[Device], console: str = "/dev/hvc0") -> list[str]:
+    cmd = [QEMU, *MACHINE, "-display", "none", "-nodefaults", "-no-user-config"]
+    cmd += ["-serial", console, "-nic", "none"]
+    cmd += ["-kernel", f"{GUEST_DIR}/Image", "-initrd", f"{GUEST_DIR}/initramfs.cpio"]
+    cmd += ["-dtb", "/tmp/l2.dtb", "-append", "console=ttyAMA0"]
+    for d in devices:
+        cmd += ["-device", f"vfio-platform,host={d.sysfs}"]
+    return cmd
+
+
+class QemuGuest:
+    """One L2 guest on a booted board. Its console is the board's guest console (a
+    virtio-console port of the board, surfaced as a TCP socket on this machine)."""
+
+    def __init__(self, board: Board, devices: list[Device]) -> None:
+        self.board = board
+        self.devices = devices
+        self.pid: int | None = None
+        self.boot_seconds = 0.0
+
+    def prepare_dtb(self) -> None:
+        edits = render_edits(guest_dt_edits(self.devices))
+        machine = shlex.join(
+            [QEMU, *MACHINE[:1], MACHINE[1] + ",dumpdtb=/tmp/l2-base.dtb", *MACHINE[2:]]
+        )
+        script = (
+            f"cat > /tmp/l2-edits.dts <<'VFIO_EOF'\n{edits}VFIO_EOF\n"
+            f"{machine} -display none -nodefaults 2>/tmp/l2-dump.err || {{ cat /tmp/l2-dump.err; exit 1; }}\n"
+            "dtc -q -I dtb -O dts /tmp/l2-base.dtb > /tmp/l2.dts && cat /tmp/l2-edits.dts >> /tmp/l2.dts && "
+            "dtc -q -I dts -O dtb -o /tmp/l2.dtb /tmp/l2.dts"
+        )
+        r = self.board.run(script, timeout=60)
+        if r.rc != 0:
+            raise BoardError(
+                f"writing the guest DT on the board failed: {r.out[-800:]}",
+                str(self.board.console_log),
+            )
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the guest and wait for its shell. A VMM that refuses the device fails here
+        with QEMU's own message (e.g. a device not bound to vfio-platform)."""
+        self.prepare_dtb()
+        console = self.board.guest_console()
+        console.detach_shell()
+        cmd = shlex.join(qemu_command(self.devices)) + " -daemonize -pidfile /tmp/l2.pid"
+        t0 = time.monotonic()
+        r = self.board.run(
+            f"rm -f /tmp/l2.pid; {cmd} 2>/tmp/l2.err; rc=$?; cat /tmp/l2.err; exit $rc", timeout=60
+        )
+        if r.rc != 0:
+            raise GuestStartError(
+                f"the board's QEMU refused to start the guest (rc {r.rc}): {r.out.strip()[-1200:]}"
+            )
+        self.pid = int(self.board.check("cat /tmp/l2.pid").strip())
+        console.attach_shell(timeout)
+        self.boot_seconds = time.monotonic() - t0
+
+    def run(self, cmd: str, timeout: float = 30.0):  # noqa: ANN201 - RunResult
+        return self.board.guest_console().run(cmd, timeout)
+
+    def check(self, cmd: str, timeout: float = 30.0) -> str:
+        r = self.run(cmd, timeout)
+        if r.rc != 0:
+            raise AssertionError(f"command failed in the guest (rc={r.rc}): {cmd}\n{r.out}")
+        return r.out
+
+    def alive(self) -> bool:
+        return self.pid is not None and self.board.run(f"kill -0 {self.pid} 2>/dev/null").rc == 0
+
+    def kill(self, signal: str = "KILL", timeout: float = 20.0) -> None:
+        """Stop the VMM (SIGKILL by default: the release path must not need its cooperation)
+        and wait until it is gone, so the device is free again."""
+        if self.pid is None:
+            return
+        self.board.run(f"kill -{signal} {self.pid} 2>/dev/null")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.alive():
+                self.pid = None
+                self.board.guest_console().detach_shell()
+                return
+            time.sleep(0.1)
+        raise BoardError(
+            f"guest VMM pid {self.pid} survived SIGKILL for {timeout:.0f}s",
+            str(self.board.console_log),
+        )
+
+
+class GuestStartError(AssertionError):
+    """The VMM would not start the guest with the devices asked for."""
