@@ -10,6 +10,7 @@ board into a BoardError that names the console log instead of a pexpect tracebac
 from __future__ import annotations
 
 import enum
+import json
 import re
 import shlex
 import socket
@@ -194,6 +195,13 @@ class Board:
         self.boot_seconds = time.monotonic() - t0
         self.boots += 1
         self.needs_reboot = False
+        with open(self.rundir / "boots.jsonl", "a") as f:
+            rec = {
+                "variant": files.variant,
+                "kernel": files.kernel_label,
+                "seconds": round(self.boot_seconds, 3),
+            }
+            f.write(json.dumps(rec) + "\n")
 
     def guest_console(self) -> GuestConsole:
         """The console of the L2 guest (a virtio-console port of this board), as a labgrid

@@ -231,10 +231,12 @@ def load(name_or_path: str) -> Lab:
         raise b.fail("variants", "a 'default' variant is required")
     for name, spec in vs.items():
         vv = _V(path, spec or {}, f"board.variants.{name}")
-        vv.check_keys({"dtb", "vfio_args"})
-        variants[name] = Variant(
-            name, base_edits + _edits(vv, "dtb"), vv.str("vfio_args", base_args)
-        )
+        vv.check_keys({"dtb", "vfio_args", "guest"})
+        guest = vv.data.get("guest", False)
+        if not isinstance(guest, bool):
+            raise vv.fail("guest", f"expected true or false, got {guest!r}")
+        edits = base_edits + _edits(vv, "dtb")
+        variants[name] = Variant(name, edits, vv.str("vfio_args", base_args), guest)
     machine_args = b.sub("machine_args", required=False, kind=list) or []
     lab = Lab(
         name=top.str("name"),

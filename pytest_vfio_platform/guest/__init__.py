@@ -3,6 +3,13 @@
 QEMU (run inside the QEMU lab's board, `-accel kvm`) and crosvm (Android boards, pKVM) share
 one job: from the lab inventory, describe the assigned devices to the guest (its DT) and to
 the VMM (its command line). Only QEMU can run here; crosvm's output is pinned by tests.
+
+crosvm (guest/crosvm.py): `crosvm_command()` builds the `crosvm run` argv (`--vfio
+PATH,iommu=...,dt-symbol=LABEL` per device, `--device-tree-overlay DTBO,filter`) and
+`vm_dt_overlay()` the VM DTBO source in AVF's layout (labelled nodes under `&{/}`, a `/host`
+node for pvmfw). crosvm places platform devices itself (MMIO after guest RAM, IRQs from its
+allocator) and rewrites `reg`/`interrupts`, so `GuestSlot`/`slots()` below are QEMU-only;
+crosvm's expected placement is `crosvm.placements()`.
 """
 
 from __future__ import annotations
