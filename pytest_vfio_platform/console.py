@@ -35,8 +35,9 @@ class ConsoleRecorder:
         step = event.step
         if step.tag != "console" or step.title != "read" or step.source is not self.source:
             return
-        if event.data.get("state") == "stop" and step.result:
-            self.write(step.result)
+        # a read that timed out carries the exception as its result: nothing was read
+        if event.data.get("state") == "stop" and isinstance(step.result, bytes | bytearray):
+            self.write(bytes(step.result))
 
     def write(self, data: bytes) -> None:
         with self._lock:

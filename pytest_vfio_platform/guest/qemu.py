@@ -87,6 +87,7 @@ class QemuGuest:
         self.devices = devices
         self.pid: int | None = None
         self.boot_seconds = 0.0
+        self._dtb_ready = False
 
     def prepare_dtb(self) -> None:
         edits = render_edits(guest_dt_edits(self.devices))
@@ -109,7 +110,9 @@ class QemuGuest:
     def start(self, timeout: float = 60.0) -> None:
         """Start the guest and wait for its shell. A VMM that refuses the device fails here
         with QEMU's own message (e.g. a device not bound to vfio-platform)."""
-        self.prepare_dtb()
+        if not self._dtb_ready:
+            self.prepare_dtb()
+            self._dtb_ready = True
         console = self.board.guest_console()
         console.detach_shell()
         cmd = shlex.join(qemu_command(self.devices)) + " -daemonize -pidfile /tmp/l2.pid"
