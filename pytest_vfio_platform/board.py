@@ -337,6 +337,24 @@ class GuestConsole:
             raise BoardError(f"guest hung running {cmd!r}", str(self.log)) from None
         return RunResult(rc, "\n".join(out))
 
+    def wait_for(self, cmd: str, timeout: float) -> RunResult:
+        """Run cmd until it exits 0 or timeout passes, riding out a guest too busy to answer
+        its console for a while (an interrupt-heavy transfer): a missed answer is retried,
+        the shell resynchronises on a fresh marker."""
+        end = time.monotonic() + timeout
+        last: RunResult | None = None
+        while time.monotonic() < end:
+            try:
+                last = self.run(cmd, timeout=min(60.0, max(5.0, end - time.monotonic())))
+                if last.rc == 0:
+                    return last
+            except BoardError:
+                pass
+            time.sleep(1)
+        raise BoardError(
+            f"guest: {cmd!r} did not succeed within {timeout:.0f}s (last: {last})", str(self.log)
+        )
+
     def close(self) -> None:
         self.recorder.close()
         try:

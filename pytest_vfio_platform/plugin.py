@@ -169,6 +169,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     rep = yield
     ev = item.stash.get(EVIDENCE_KEY, None)
     if ev is not None and rep.failed:
+        rep.sections.append(("board dmesg (this test)", ev.dmesg_now()))
         rep.sections.append(("board console (this test)", ev.console_text()))
         if ev.board_log:
             rep.sections.append(("board console log", ev.board_log))

@@ -89,6 +89,16 @@ class TestEvidence:
         except (BoardError, AssertionError):
             board.needs_reboot = True
 
+    def dmesg_now(self) -> str:
+        """Kernel messages since the test started (empty if the board cannot answer)."""
+        b = self.board
+        if b is None or b.needs_reboot or b.target is None:
+            return "\n".join(self.dmesg_delta)
+        try:
+            return b.check(f"dmesg | tail -n +{self.dmesg_lines + 1}", timeout=10)
+        except (BoardError, AssertionError):
+            return ""
+
     def console_text(self) -> str:
         """The console from the test's start until now (the recorder survives reboots)."""
         if self.board is None:

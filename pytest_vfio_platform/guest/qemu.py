@@ -131,6 +131,9 @@ class QemuGuest:
     def run(self, cmd: str, timeout: float = 30.0):  # noqa: ANN201 - RunResult
         return self.board.guest_console().run(cmd, timeout)
 
+    def wait_for(self, cmd: str, timeout: float):  # noqa: ANN201 - RunResult
+        return self.board.guest_console().wait_for(cmd, timeout)
+
     def check(self, cmd: str, timeout: float = 30.0) -> str:
         r = self.run(cmd, timeout)
         if r.rc != 0:

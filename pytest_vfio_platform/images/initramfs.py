@@ -23,7 +23,7 @@ BOARD_PROMPT = "vfio-board# "
 GUEST_PROMPT = "vfio-guest# "
 
 INIT = """#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /mnt
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /mnt /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
