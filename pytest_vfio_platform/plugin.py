@@ -4,12 +4,15 @@ lab / provision / board / vfio, where the unit tests pin it."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from . import report
 from .errors import VfioPlatformError
 from .images.cache import ArtifactCache
 from .lab import Lab, load
@@ -75,7 +78,19 @@ def pytest_configure(config: pytest.Config) -> None:
         rundir = config.getoption("run_dir")
         run_path = Path(rundir) if rundir else Path("vfio-runs") / time.strftime("%Y%m%d-%H%M%S")
         config.stash[SESSION_KEY] = LabSession(lab, choice, run_path.resolve(), ArtifactCache())
+        _terminate_like_interrupt()
     config.stash[LAB_KEY] = lab
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a CI timeout, a lab scheduler) ends the run the way Ctrl-C does, so the
+    session's cleanup runs: boards powered off, no QEMU left behind, places released."""
+
+    def handler(signum: int, frame: object) -> None:  # noqa: ARG001
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -157,6 +172,12 @@ def board(lab_session: LabSession, request: pytest.FixtureRequest) -> Iterator:
         pytest.fail(str(e), pytrace=False)
     ev = TestEvidence.start(b, request.node.nodeid)
     request.node.stash[EVIDENCE_KEY] = ev
+    params = getattr(request.node, "callspec", None)
+    dev = params.params.get("device") or params.params.get("refused_device") if params else None
+    story = (
+        request.node.originalname if hasattr(request.node, "originalname") else request.node.name
+    )
+    report.label_test(lab_session.lab.name, getattr(dev, "cls", None), story)
     yield b
     ev.finish(b)
 
@@ -168,9 +189,30 @@ EVIDENCE_KEY = pytest.StashKey[TestEvidence]()
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
     rep = yield
     ev = item.stash.get(EVIDENCE_KEY, None)
-    if ev is not None and rep.failed:
-        rep.sections.append(("board dmesg (this test)", ev.dmesg_now()))
-        rep.sections.append(("board console (this test)", ev.console_text()))
-        if ev.board_log:
+    # Evidence is collected when the test body ends (or its setup fails), before teardown
+    # runs: teardown may reboot the board or restore devices and change what there is to see.
+    if ev is not None and (rep.when == "call" or (rep.when == "setup" and rep.failed)):
+        dmesg, console, guest = ev.dmesg_now(), ev.console_text(), ev.guest_console_text()
+        report.attach_text("board console (this test)", console)
+        report.attach_text("dmesg (this test)", dmesg)
+        report.attach_text("guest console (this test)", guest)
+        if rep.failed:
+            rep.sections.append(("board dmesg (this test)", dmesg))
+            rep.sections.append(("board console (this test)", console))
+            if guest:
+                rep.sections.append(("guest console (this test)", guest))
             rep.sections.append(("board console log", ev.board_log))
     return rep
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """environment.properties and categories.json into the Allure results directory."""
+    alluredir = getattr(session.config.option, "allure_report_dir", None)
+    lab_session = session.config.stash.get(SESSION_KEY, None)
+    if not alluredir or lab_session is None:
+        return
+    release = next((f.kernel_release for f in lab_session.booted_files()), "")
+    env = report.environment(
+        lab_session.lab.name, lab_session.choice.label, release, lab_session.boards_used()
+    )
+    report.write_run_metadata(Path(alluredir), env)

@@ -53,6 +53,12 @@ class LabSession:
             raise
         return self._board
 
+    def booted_files(self) -> list[BootFiles]:
+        return list(self._files.values())
+
+    def boards_used(self) -> list[str]:
+        return [f"{self.lab.name}/main"] if self._board is not None else []
+
     def close(self) -> None:
         if self._board is not None:
             self._board.close()
@@ -71,6 +77,7 @@ class TestEvidence:
     dmesg_delta: list[str] = field(default_factory=list)
     board: Board | None = None
     board_log: str = ""
+    guest_offset: int = 0
 
     @classmethod
     def start(cls, board: Board, nodeid: str) -> TestEvidence:
@@ -78,7 +85,17 @@ class TestEvidence:
             board.recorder.mark(f"test {nodeid}")
         n = int(board.check("dmesg | wc -l").strip())
         offset = board.recorder.offset() if board.recorder else 0
-        return cls(nodeid, offset, n, board.taint(), board=board, board_log=str(board.console_log))
+        glog = board.rundir / "guest-console.log"
+        goff = glog.stat().st_size if glog.exists() else 0
+        return cls(
+            nodeid,
+            offset,
+            n,
+            board.taint(),
+            board=board,
+            board_log=str(board.console_log),
+            guest_offset=goff,
+        )
 
     def finish(self, board: Board) -> None:
         if board.needs_reboot or board.target is None:
@@ -98,6 +115,14 @@ class TestEvidence:
             return b.check(f"dmesg | tail -n +{self.dmesg_lines + 1}", timeout=10)
         except (BoardError, AssertionError):
             return ""
+
+    def guest_console_text(self) -> str:
+        glog = self.board.rundir / "guest-console.log" if self.board else None
+        if glog is None or not glog.exists():
+            return ""
+        with open(glog, "rb") as f:
+            f.seek(self.guest_offset)
+            return f.read().decode(errors="replace")
 
     def console_text(self) -> str:
         """The console from the test's start until now (the recorder survives reboots)."""

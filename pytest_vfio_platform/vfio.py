@@ -13,6 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from . import report
 from .board import Board
 
 VFIO_DRIVER = {"platform": "vfio-platform", "amba": "vfio-amba"}
@@ -142,6 +143,7 @@ def agent(board: Board, *args: str, timeout: float = 30.0) -> dict:
     r = board.run("vfio-agent " + " ".join(shlex.quote(a) for a in args), timeout=timeout)
     res = parse_agent(r.out)
     res["_rc"] = r.rc
+    report.attach_json(f"vfio-agent {args[0] if args else ''} {res.get('device', '')}", res)
     return res
 
 
