@@ -17,6 +17,8 @@ from .images.progress import stderr_progress
 from .lab import Lab
 from .provision import BootFiles, KernelChoice, boot_files
 
+BOOT_ATTEMPTS = 2
+
 
 class LabSession:
     def __init__(self, lab: Lab, choice: KernelChoice, rundir: Path, cache: ArtifactCache) -> None:
@@ -27,6 +29,7 @@ class LabSession:
         self._files: dict[str, BootFiles] = {}
         self._failed: dict[str, VfioPlatformError] = {}
         self._board: Board | None = None
+        self._boot_failed: dict[str, tuple[int, BoardError]] = {}
         self.boot_failures = 0
 
     def files(self, variant: str) -> BootFiles:
@@ -46,11 +49,18 @@ class LabSession:
         files = self.files(variant)
         if self._board is None:
             self._board = Board(self.lab, self.rundir)
+        if self._boot_failed.get(variant, (0, None))[0] >= BOOT_ATTEMPTS:
+            raise self._boot_failed[variant][1]
         try:
             self._board.ensure(files)
-        except BoardError:
+        except BoardError as e:
+            # a board that will not boot would cost every remaining test a full login
+            # timeout; after BOOT_ATTEMPTS the same error is reported at once
+            n = self._boot_failed.get(variant, (0, None))[0] + 1
+            self._boot_failed[variant] = (n, e)
             self.boot_failures += 1
             raise
+        self._boot_failed.pop(variant, None)
         return self._board
 
     def booted_files(self) -> list[BootFiles]:
