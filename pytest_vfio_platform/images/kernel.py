@@ -264,6 +264,7 @@ def build_kernel(
 
     def build(out: Path) -> dict:
         t0 = time.monotonic()
+        log.parent.mkdir(parents=True, exist_ok=True)
         progress(
             f"building kernel '{spec.variant}' ({spec.fragment.name}, {len(patches)} patches); log: {log}"
         )
