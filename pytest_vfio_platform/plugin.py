@@ -44,6 +44,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "/usr/src/linux-source-6.12.tar.xz)",
     )
     g.addoption(
+        "--lab-health",
+        action="store_true",
+        help="check each board first (boots, console answers, KVM and VFIO drivers present); "
+        "an unhealthy board is reported offline and its tests are skipped",
+    )
+    g.addoption(
         "--cache-dir",
         metavar="DIR",
         help="artifact cache (kernels, initramfs, DTBs, ccache); default "
