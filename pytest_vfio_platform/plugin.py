@@ -153,6 +153,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(
         key=lambda i: (1, order.get(_variant(i), 99)) if i.get_closest_marker("hil") else (0, 0)
     )
+    if config.getoption("lab_health") and hil:
+        from .health import check
+
+        health = check(config.stash[SESSION_KEY])
+        config.stash[HEALTH_KEY] = health
+        if not health.ok:
+            skip = pytest.mark.skip(reason=health.line())
+            for i in hil:
+                i.add_marker(skip)
+
+
+HEALTH_KEY = pytest.StashKey[object]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    health = terminalreporter.config.stash.get(HEALTH_KEY, None)
+    if health is not None:
+        terminalreporter.write_sep("-", "lab health")
+        terminalreporter.write_line(health.line())
 
 
 @pytest.fixture(scope="session")
