@@ -112,6 +112,18 @@ def _archive(kind: str, h: Hasher, entries_fn, cache: ArtifactCache) -> Path:  #
     return cache.get_or_build(kind, h.hexdigest(), build, h.parts) / "initramfs.cpio"
 
 
+def _base_entries(busybox: Path, init: str, agent: Path | None) -> list[Entry]:
+    """What every archive has: busybox as the shell, the /init, and the agent."""
+    es = [
+        file_entry("bin/busybox", busybox, 0o755),
+        symlink_entry("bin/sh", "busybox"),
+        text_entry("init", init, 0o755),
+    ]
+    if agent:
+        es.append(file_entry("usr/bin/vfio-agent", agent, 0o755))
+    return es
+
+
 def board_initramfs(
     agent: Path | None, cache: ArtifactCache | None = None, with_qemu: bool = True
 ) -> Path:
@@ -129,14 +141,7 @@ def board_initramfs(
         h.add("agent", file_digest(agent))
 
     def entries() -> list[Entry]:
-        es = [
-            file_entry("bin/busybox", busybox, 0o755),
-            symlink_entry("bin/sh", "busybox"),
-            text_entry("init", init, 0o755),
-            Entry("root", stat.S_IFDIR | 0o700),
-        ]
-        if agent:
-            es.append(file_entry("usr/bin/vfio-agent", agent, 0o755))
+        es = _base_entries(busybox, init, agent) + [Entry("root", stat.S_IFDIR | 0o700)]
         if qemu and dtc:
             es += _tree_entries(qemu) + _tree_entries(dtc)
         return es
@@ -155,14 +160,7 @@ def guest_initramfs(agent: Path | None, cache: ArtifactCache | None = None) -> P
         h.add("agent", file_digest(agent))
 
     def entries() -> list[Entry]:
-        es = [
-            file_entry("bin/busybox", busybox, 0o755),
-            symlink_entry("bin/sh", "busybox"),
-            text_entry("init", init, 0o755),
-        ]
-        if agent:
-            es.append(file_entry("usr/bin/vfio-agent", agent, 0o755))
-        return es
+        return _base_entries(busybox, init, agent)
 
     return _archive("initramfs-l2", h, entries, cache)
 
