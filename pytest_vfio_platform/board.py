@@ -26,7 +26,7 @@ from labgrid.step import step
 from labgrid.strategy import Strategy, StrategyError, never_retry
 from pexpect import TIMEOUT
 
-from .console import ConsoleRecorder, find_crash
+from .console import ConsoleRecorder, find_crash, read_from
 from .errors import BoardError
 from .images.initramfs import GUEST_PROMPT
 from .lab import Lab
@@ -276,9 +276,6 @@ class Board:
             raise BoardError("board is not booted")
         return self.target.get_driver("QEMUDriver").monitor_command(command, arguments or {})
 
-    def dmesg(self) -> list[str]:
-        return self.check("dmesg").splitlines()
-
     def taint(self) -> int:
         return int(self.check("cat /proc/sys/kernel/tainted").strip())
 
@@ -290,12 +287,7 @@ class Board:
 
     def console_since(self, offset: int) -> bytes:
         """Console bytes from offset on; one log file spans every boot of this board."""
-        try:
-            with open(self.console_log, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
+        return read_from(self.console_log, offset)
 
 
 class GuestConsole:

@@ -51,13 +51,21 @@ class ConsoleRecorder:
             return self.path.stat().st_size
 
     def since(self, offset: int) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read()
+        return read_from(self.path, offset)
 
     def close(self) -> None:
         steps.unsubscribe(self._notify)
         self._f.close()
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    """A console log from offset on (empty if the log does not exist yet)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def find_crash(text: bytes) -> str | None:

@@ -7,10 +7,11 @@ otherwise be retried by every test, turning one clear error into an hour of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .board import Board
+from .console import read_from
 from .errors import BoardError, VfioPlatformError
 from .images.cache import ArtifactCache
 from .images.progress import stderr_progress
@@ -30,7 +31,6 @@ class LabSession:
         self._failed: dict[str, VfioPlatformError] = {}
         self._board: Board | None = None
         self._boot_failed: dict[str, tuple[int, BoardError]] = {}
-        self.boot_failures = 0
 
     def files(self, variant: str) -> BootFiles:
         if variant in self._failed:
@@ -58,7 +58,6 @@ class LabSession:
             # timeout; after BOOT_ATTEMPTS the same error is reported at once
             n = self._boot_failed.get(variant, (0, None))[0] + 1
             self._boot_failed[variant] = (n, e)
-            self.boot_failures += 1
             raise
         self._boot_failed.pop(variant, None)
         return self._board
@@ -84,7 +83,6 @@ class TestEvidence:
     dmesg_lines: int
     taint_before: int
     taint_after: int | None = None
-    dmesg_delta: list[str] = field(default_factory=list)
     board: Board | None = None
     board_log: str = ""
     guest_offset: int = 0
@@ -111,28 +109,31 @@ class TestEvidence:
         if board.needs_reboot or board.target is None:
             return
         try:
-            self.dmesg_delta = board.check(f"dmesg | tail -n +{self.dmesg_lines + 1}").splitlines()
             self.taint_after = board.taint()
         except (BoardError, AssertionError):
             board.needs_reboot = True
+            return
+        if self.taint_after != self.taint_before and board.recorder:
+            board.recorder.mark(
+                f"taint changed during {self.nodeid}: {self.taint_before} -> {self.taint_after}"
+            )
 
     def dmesg_now(self) -> str:
         """Kernel messages since the test started (empty if the board cannot answer)."""
         b = self.board
         if b is None or b.needs_reboot or b.target is None:
-            return "\n".join(self.dmesg_delta)
+            return ""
         try:
             return b.check(f"dmesg | tail -n +{self.dmesg_lines + 1}", timeout=10)
         except (BoardError, AssertionError):
             return ""
 
     def guest_console_text(self) -> str:
-        glog = self.board.rundir / "guest-console.log" if self.board else None
-        if glog is None or not glog.exists():
+        if self.board is None:
             return ""
-        with open(glog, "rb") as f:
-            f.seek(self.guest_offset)
-            return f.read().decode(errors="replace")
+        return read_from(self.board.rundir / "guest-console.log", self.guest_offset).decode(
+            errors="replace"
+        )
 
     def console_text(self) -> str:
         """The console from the test's start until now (the recorder survives reboots)."""
