@@ -20,7 +20,7 @@ def board_resources(board) -> dict[str, int]:
     kernel-side figure a leak in the VFIO release path would grow."""
     board.check("sync; echo 3 > /proc/sys/vm/drop_caches; sleep 1")
     out = board.check(
-        "cut -f1 /proc/sys/fs/file-nr; ls /sys/kernel/iommu_groups | wc -l; ls /dev/vfio | wc -l; "
+        "ls /proc/[0-9]*/fd 2>/dev/null | grep -c .; ls /sys/kernel/iommu_groups | wc -l; ls /dev/vfio | wc -l; "
         "sed -n 's/^MemAvailable: *\\([0-9]*\\) kB/\\1/p; s/^SUnreclaim: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo"
     ).split()
     files, groups, nodes, mem_kb, slab_kb = (int(x) for x in out)
