@@ -31,6 +31,7 @@ from .errors import BoardError
 from .images.initramfs import GUEST_PROMPT
 from .lab import Lab
 from .provision import BootFiles
+from .stimulus import UartPeer
 
 
 class Status(enum.Enum):
@@ -115,7 +116,13 @@ def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_p
 
 
 class Board:
-    """One board of a lab, booted on demand into a (variant, kernel) configuration."""
+    """One board of a lab, booted on demand into a (variant, kernel) configuration.
+
+    This class boots a QEMU board on this machine (labgrid's QEMUDriver); rack.board.RackBoard
+    reaches a board through a labgrid place instead and overrides the backend hooks:
+    _config, _prepare, _kill_backend, press_power_button, uart_peer."""
+
+    STRATEGY = "VfioBoardStrategy"
 
     def __init__(self, lab: Lab, rundir: Path, qemu: str = "qemu-system-aarch64") -> None:
         self.lab = lab
@@ -145,40 +152,20 @@ class Board:
         self.power_off()
         self.files = files
         cfgfile = self.rundir / f"labgrid-{files.variant}.yaml"
-        self.guest_port = _free_port()
-        cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self.guest_port)
-        cfg["targets"]["guest"] = {
-            "resources": {
-                "NetworkSerialPort": {
-                    "host": "127.0.0.1",
-                    "port": self.guest_port,
-                    "protocol": "raw",
-                }
-            },
-            "drivers": {
-                "SerialDriver": {},
-                "ShellDriver": {
-                    "prompt": GUEST_PROMPT,
-                    "login_prompt": " login: ",
-                    "username": "root",
-                    "login_timeout": 60,
-                    "await_login_timeout": 1,
-                },
-            },
-        }
-        cfgfile.write_text(yaml.safe_dump(cfg))
+        cfgfile.write_text(yaml.safe_dump(self._config(files)))
         self._guest_console = None
         self.env = Environment(config_file=str(cfgfile))
         self.target = self.env.get_target("main")
-        power = self.target.get_driver("PowerProtocol", activate=False)
-        self.recorder = ConsoleRecorder(self.console_log, power)
+        self._prepare(files)
+        console = self.target.get_driver("ConsoleProtocol", activate=False)
+        self.recorder = ConsoleRecorder(self.console_log, console)
         self.recorder.mark(
             f"boot {self.boots + 1}: kernel {files.kernel_label}, variant {files.variant}, "
             f"cmdline {files.boot_args}"
         )
         self.boot_offset = self.recorder.offset()
         t0 = time.monotonic()
-        strategy = self.target.get_driver("VfioBoardStrategy")
+        strategy = self.target.get_driver(self.STRATEGY)
         try:
             strategy.transition("shell")
         except Exception as e:  # noqa: BLE001 - any failure to reach a shell is a boot failure
@@ -203,6 +190,27 @@ class Board:
             }
             f.write(json.dumps(rec) + "\n")
 
+    # -- backend hooks (QEMU on this machine) ----------------------------------------------
+    def _config(self, files: BootFiles) -> dict:
+        """The labgrid environment for one boot: target main (the board), target guest."""
+        self.guest_port = _free_port()
+        cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self.guest_port)
+        cfg["targets"]["guest"] = guest_target(
+            {"NetworkSerialPort": {"host": "127.0.0.1", "port": self.guest_port, "protocol": "raw"}}
+        )
+        return cfg
+
+    def _prepare(self, files: BootFiles) -> None:
+        """Anything to set up on the target before power-on (nothing for a QEMU board)."""
+
+    def press_power_button(self) -> None:
+        """Pulse the power key (PL061 line 3): QEMU does that for system_powerdown."""
+        self.qmp("system_powerdown")
+
+    def uart_peer(self, name: str) -> UartPeer:
+        """The far end of a board UART (the lab's uart_sockets)."""
+        return UartPeer.unix(str(self.socket_path(name)))
+
     def guest_console(self) -> GuestConsole:
         """The console of the L2 guest (a virtio-console port of this board), as a labgrid
         target of its own: SerialDriver on the TCP socket + ShellDriver."""
@@ -223,15 +231,15 @@ class Board:
             try:
                 self.target.deactivate_all_drivers()
             except Exception:  # noqa: BLE001 - a dead QEMU must not stop the cleanup
-                self._kill_qemu()
-            self._kill_qemu()
+                self._kill_backend()
+            self._kill_backend()
         if self.env is not None:
             self.env.cleanup()
         if self.recorder is not None:
             self.recorder.close()
         self.env = self.target = self.recorder = None
 
-    def _kill_qemu(self) -> None:
+    def _kill_backend(self) -> None:
         if self.target is None:
             return
         try:
@@ -353,6 +361,24 @@ class GuestConsole:
             self.target.deactivate_all_drivers()
         except Exception:  # noqa: BLE001 - the board is going away anyway
             pass
+
+
+def guest_target(resources: dict) -> dict:
+    """The labgrid target of the L2 guest's console: whatever serial port reaches it, plus a
+    shell on it."""
+    return {
+        "resources": resources,
+        "drivers": {
+            "SerialDriver": {},
+            "ShellDriver": {
+                "prompt": GUEST_PROMPT,
+                "login_prompt": " login: ",
+                "username": "root",
+                "login_timeout": 60,
+                "await_login_timeout": 1,
+            },
+        },
+    }
 
 
 def _free_port() -> int:

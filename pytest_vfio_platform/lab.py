@@ -7,6 +7,8 @@ down during a boot. The labgrid section is passed to labgrid as is (it validates
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from .images.dtb import DtEdit
 LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
 DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
 BUSES = ("platform", "amba")
+BOARD_TYPES = ("qemu", "rack")  # qemu: booted here by labgrid's QEMUDriver; rack: a place
 STIMULI = ("uart-socket", "qmp-powerdown", "rtc-match", "none")
 
 
@@ -70,6 +73,22 @@ class Variant:
     guest: bool = False  # the board carries an L2 guest (kernel, initramfs) for guest suites
 
 
+@dataclass(frozen=True)
+class RackSpec:
+    """Boards shared through a labgrid coordinator (places), not started by the test."""
+
+    coordinator: str  # host:port; LG_COORDINATOR overrides the lab file
+    tags: dict[str, str]  # a session reserves places carrying all of these
+    boot: str  # fastboot-net: fastboot over TCP, reachable from here; fastboot-usb: on the exporter
+    bootimg_header: int  # Android boot image header version (2 carries a DTB, 4 is GKI)
+    exporter: str = ""  # the exporter's name (local racks start it themselves)
+    local_boards: int = 0  # >0: `rack.local up` runs this many QEMU boards on this machine
+    place_prefix: str = "board-"
+
+
+BOOT_METHODS = ("fastboot-net", "fastboot-usb")
+
+
 @dataclass
 class Lab:
     name: str
@@ -84,6 +103,7 @@ class Lab:
     labgrid: dict[str, Any]
     devices: list[Device] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
+    rack: RackSpec | None = None
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -197,18 +217,98 @@ def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
     return tuple(out)
 
 
-def load(name_or_path: str) -> Lab:
-    path = resolve(name_or_path)
+def _read(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise LabError(f"{path}: {where}not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def _inherit(path: Path, data: dict, seen: tuple[Path, ...] = ()) -> dict:
+    """`inherit: NAME`: start from another lab's file (the same board hardware and inventory
+    reached another way, e.g. the QEMU board through a rack); this file's keys win, and
+    `board` is merged key by key."""
+    base_name = data.get("inherit")
+    if base_name is None:
+        return data
+    top = _V(path, data)
+    if not isinstance(base_name, str):
+        raise top.fail("inherit", f"expected a lab name, got {base_name!r}")
+    try:
+        base_path = resolve(base_name)
+    except LabError as e:
+        raise top.fail("inherit", str(e)) from None
+    if base_path in seen or base_path == path:
+        raise top.fail("inherit", f"inheritance loop through {base_path}")
+    base = _read(base_path)
+    if not isinstance(base, dict):
+        raise _V(base_path, base).fail("", "expected a mapping")
+    base = _inherit(base_path, base, (*seen, path))
+    merged = {k: v for k, v in base.items() if k != "name"}
+    for k, v in data.items():
+        if k == "inherit":
+            continue
+        if k == "board" and isinstance(v, dict) and isinstance(merged.get("board"), dict):
+            merged["board"] = {**merged["board"], **v}
+        else:
+            merged[k] = v
+    return merged
+
+
+def _rack(top: _V) -> RackSpec | None:
+    if top.sub("rack", required=False) is None:
+        return None
+    r = top.child("rack")
+    r.check_keys(
+        {
+            "coordinator",
+            "tags",
+            "boot",
+            "bootimg_header",
+            "exporter",
+            "local_boards",
+            "place_prefix",
+        }
+    )
+    tags = r.sub("tags", required=False) or {}
+    for k, v in tags.items():
+        if not (isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9_]+", k)):
+            raise r.fail("tags", f"tag name {k!r} must match [a-z][a-z0-9_]+ (labgrid's rule)")
+        if not (isinstance(v, str) and re.fullmatch(r"[a-z0-9_-]+", v)):
+            raise r.fail(f"tags.{k}", f"tag value {v!r} must match [a-z0-9_-]+")
+    coordinator = os.environ.get("LG_COORDINATOR") or r.str("coordinator", "127.0.0.1:20408")
+    if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", coordinator):
+        raise r.fail("coordinator", f"expected HOST:PORT, got {coordinator!r}")
+    header = r.int("bootimg_header", required=False) or 2
+    if header not in (2, 3, 4):
+        raise r.fail("bootimg_header", f"expected 2, 3 or 4, got {header}")
+    boards = r.int("local_boards", required=False) or 0
+    if boards < 0:
+        raise r.fail("local_boards", f"expected a count >= 0, got {boards}")
+    return RackSpec(
+        coordinator=coordinator,
+        tags={str(k): str(v) for k, v in tags.items()},
+        boot=r.str("boot", "fastboot-net", choices=BOOT_METHODS),
+        bootimg_header=header,
+        exporter=r.str("exporter", ""),
+        local_boards=boards,
+        place_prefix=r.str("place_prefix", "board-"),
+    )
+
+
+def load(name_or_path: str) -> Lab:
+    path = resolve(name_or_path)
+    data = _read(path)
     top = _V(path, data)
     if not isinstance(data, dict):
         raise top.fail("", "expected a mapping with name, board, labgrid, devices")
-    top.check_keys({"name", "description", "board", "labgrid", "devices", "refused"})
+    top.check_keys(
+        {"name", "description", "inherit", "board", "labgrid", "devices", "refused", "rack"}
+    )
+    data = _inherit(path, data)
+    top = _V(path, data)
     b = top.child("board") if top.sub("board") is not None else None
     assert b is not None
     b.check_keys(
@@ -242,14 +342,17 @@ def load(name_or_path: str) -> Lab:
         name=top.str("name"),
         path=path,
         description=top.str("description", ""),
-        board_type=b.str("type", choices=("qemu", "remote")),
+        board_type=b.str("type", choices=BOARD_TYPES),
         prompt=b.str("prompt"),
         machine_args=[str(a) for a in machine_args],
         uart_sockets=b.sub("uart_sockets", required=False, kind=list) or [],
         boot_args=b.str("boot_args", ""),
         variants=variants,
-        labgrid=top.sub("labgrid"),
+        labgrid=top.sub("labgrid", required=b.data.get("type") != "rack") or {},
+        rack=_rack(top),
     )
+    if lab.board_type == "rack" and lab.rack is None:
+        raise top.fail("rack", "missing: a board of type rack needs a rack section")
     for i in range(len(top.sub("devices", kind=list))):
         lab.devices.append(_device(top.child("devices", i), lab))
     for i in range(len(top.sub("refused", required=False, kind=list) or [])):

@@ -83,6 +83,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(e)) from None
         rundir = config.getoption("run_dir")
         run_path = Path(rundir) if rundir else Path("vfio-runs") / time.strftime("%Y%m%d-%H%M%S")
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker:  # pytest-xdist: one board (place) per worker, each with its own logs
+            run_path = run_path / worker
         config.stash[SESSION_KEY] = LabSession(lab, choice, run_path.resolve(), ArtifactCache())
         _terminate_like_interrupt()
     config.stash[LAB_KEY] = lab

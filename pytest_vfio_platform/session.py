@@ -31,6 +31,7 @@ class LabSession:
         self._failed: dict[str, VfioPlatformError] = {}
         self._board: Board | None = None
         self._boot_failed: dict[str, tuple[int, BoardError]] = {}
+        self.say = print  # the plugin routes this to the terminal (waiting for a place, ...)
 
     def files(self, variant: str) -> BootFiles:
         if variant in self._failed:
@@ -48,7 +49,7 @@ class LabSession:
     def board(self, variant: str = "default") -> Board:
         files = self.files(variant)
         if self._board is None:
-            self._board = Board(self.lab, self.rundir)
+            self._board = self._new_board()
         if self._boot_failed.get(variant, (0, None))[0] >= BOOT_ATTEMPTS:
             raise self._boot_failed[variant][1]
         try:
@@ -62,11 +63,21 @@ class LabSession:
         self._boot_failed.pop(variant, None)
         return self._board
 
+    def _new_board(self) -> Board:
+        if self.lab.board_type == "rack":
+            from .rack.board import RackBoard
+
+            return RackBoard(self.lab, self.rundir, say=self.say)
+        return Board(self.lab, self.rundir)
+
     def booted_files(self) -> list[BootFiles]:
         return list(self._files.values())
 
     def boards_used(self) -> list[str]:
-        return [f"{self.lab.name}/main"] if self._board is not None else []
+        if self._board is None:
+            return []
+        place = getattr(self._board, "place", None)
+        return [f"{self.lab.name}/{place or 'main'}"]
 
     def close(self) -> None:
         if self._board is not None:

@@ -9,23 +9,42 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from .board import Board
 from .lab import Device
+
+if TYPE_CHECKING:
+    from .board import Board
 
 
 class UartPeer:
-    """The far end of a board UART: the test's side of QEMU's `-serial unix:` socket.
+    """The far end of a board UART: QEMU's `-serial unix:` socket on this machine, or a rack
+    board's line through the exporter's ser2net (RFC 2217).
 
-    A thread drains the socket all the time, like a real peer: QEMU writes each transmitted
+    A thread drains the line all the time, like a real peer: QEMU writes each transmitted
     byte separately, a unix socket's send buffer fills after a few hundred of them, and a
     board whose UART output nobody reads stalls (QEMU blocks in the write)."""
 
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.sock.settimeout(0.2)
+    @classmethod
+    def unix(cls, path: str, timeout: float = 5.0) -> UartPeer:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.settimeout(0.2)
+        return cls(_SocketLine(sock))
+
+    @classmethod
+    def rfc2217(cls, host: str, port: int) -> UartPeer:
+        import serial  # pyserial-labgrid, labgrid's own
+
+        # ign_set_control as labgrid's SerialDriver: ser2net on a line without modem control
+        # lines (a pty here, many adapters' TX/RX-only wiring) never acknowledges DTR/RTS
+        url = f"rfc2217://{host}:{port}?ign_set_control"
+        ser = serial.serial_for_url(url, baudrate=115200, timeout=0.2)
+        return cls(_SerialLine(ser))
+
+    def __init__(self, line: _SocketLine | _SerialLine) -> None:
+        self.line = line
         self._buf = bytearray()
         self._cond = threading.Condition()
         self._closed = False
@@ -35,19 +54,19 @@ class UartPeer:
     def _drain(self) -> None:
         while not self._closed:
             try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
+                chunk = self.line.recv()
             except OSError:
                 break
-            if not chunk:
+            if chunk is None:
                 break
+            if not chunk:
+                continue
             with self._cond:
                 self._buf += chunk
                 self._cond.notify_all()
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        self.line.send(data)
 
     def take(self) -> bytes:
         """Everything received so far (and forget it)."""
@@ -68,8 +87,41 @@ class UartPeer:
 
     def close(self) -> None:
         self._closed = True
-        self.sock.close()
+        self.line.close()
         self._reader.join(timeout=2)
+
+
+class _SocketLine:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recv(self) -> bytes | None:
+        """Bytes, b"" when nothing arrived for a moment, None at end of line."""
+        try:
+            return self.sock.recv(65536) or None
+        except TimeoutError:
+            return b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _SerialLine:
+    def __init__(self, ser: object) -> None:
+        self.ser = ser
+
+    def recv(self) -> bytes | None:
+        return self.ser.read(max(1, self.ser.in_waiting))
+
+    def send(self, data: bytes) -> None:
+        self.ser.write(data)
+        self.ser.flush()
+
+    def close(self) -> None:
+        self.ser.close()
 
 
 def pulse(board: Board, device: Device, peer: UartPeer | None = None, n: int = 0) -> str:
@@ -80,7 +132,7 @@ def pulse(board: Board, device: Device, peer: UartPeer | None = None, n: int = 0
         peer.send(bytes([0x41 + n % 26]))
         return f"byte {0x41 + n % 26:#x} into {device.stimulus.socket}"
     if kind == "qmp-powerdown":
-        board.qmp("system_powerdown")
+        board.press_power_button()
         return f"QMP system_powerdown (GPIO line {device.stimulus.line})"
     if kind == "rtc-match":
         return "none (the RTC match register fires by itself)"

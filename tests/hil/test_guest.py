@@ -17,7 +17,6 @@ import pytest
 from pytest_vfio_platform import vfio
 from pytest_vfio_platform.guest import slots
 from pytest_vfio_platform.guest.qemu import QemuGuest
-from pytest_vfio_platform.stimulus import UartPeer
 
 pytestmark = [pytest.mark.hil, pytest.mark.guest, pytest.mark.variant("guest")]
 
@@ -79,7 +78,7 @@ def test_uart_guest_to_outside_and_back(board, guest, lab):
     tty = "/dev/ttyAMA1"
     guest.check(f"stty -F {tty} raw -echo 115200")
     irq0 = guest_irq_count(guest, r"pl011|uart-pl011|ttyAMA1")
-    peer = UartPeer(str(board.socket_path(uart.stimulus.socket)))
+    peer = board.uart_peer(uart.stimulus.socket)
     try:
         # guest -> outside: 64 KiB of random bytes, compared by digest
         guest.check("head -c 65536 /dev/urandom > /tmp/tx && md5sum /tmp/tx")
@@ -115,7 +114,7 @@ def test_gpio_power_key_edges_counted_once_per_pulse(board, guest, lab):
     guest.check(f"(cat /dev/input/{dev[0]} > /tmp/ev &) ; sleep 0.2")
     pulses = 20
     for _ in range(pulses):
-        board.qmp("system_powerdown")  # QEMU pulses the power line (PL061 line 3) for 100 ms
+        board.press_power_button()  # the PL061 power line (3) pulses for 100 ms
         time.sleep(0.35)
     time.sleep(0.5)
     guest.check("kill $(pidof cat) 2>/dev/null; true")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pytest_vfio_platform import vfio
-from pytest_vfio_platform.stimulus import UartPeer, pulse
+from pytest_vfio_platform.stimulus import pulse
 
 pytestmark = pytest.mark.hil
 
@@ -85,7 +85,7 @@ def test_interrupt_arrives_on_eventfd_and_unmask_rearms(board, device, assign, l
     args += ["--setup", stim.setup, "--ack", stim.ack, "--ready-file", ready]
     board.check(f"rm -f {ready} {out} {out}.done")
     board.check(f"(vfio-agent irq {shlex.join(args)} > {out} 2>&1; echo $? > {out}.done) &")
-    peer = UartPeer(str(board.socket_path(stim.socket))) if stim.kind == "uart-socket" else None
+    peer = board.uart_peer(stim.socket) if stim.kind == "uart-socket" else None
     try:
         for _ in range(50):
             if board.run(f"test -e {ready}").rc == 0:

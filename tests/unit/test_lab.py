@@ -103,3 +103,53 @@ def test_not_a_mapping(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(LabError, match="no such file"):
         load(str(tmp_path / "none.yaml"))
+
+
+def test_local_rack_inherits_the_qemu_board_and_inventory():
+    lab, qemu = load("local-rack"), load("qemu")
+    assert lab.board_type == "rack" and lab.name == "local-rack"
+    assert [d.name for d in lab.devices] == [d.name for d in qemu.devices]
+    assert lab.machine_args == qemu.machine_args and lab.variants.keys() == qemu.variants.keys()
+    assert lab.rack is not None and lab.rack.local_boards == 2
+    assert lab.rack.tags == {"rack": "local", "board": "qemu-virt"}
+
+
+def test_coordinator_from_environment_wins(monkeypatch):
+    monkeypatch.setenv("LG_COORDINATOR", "10.0.0.5:20408")
+    assert load("local-rack").rack.coordinator == "10.0.0.5:20408"
+
+
+@pytest.mark.parametrize(
+    "rack, msg",
+    [
+        ("tags: {Rack: x}", "tag name 'Rack'"),
+        ("tags: {rack: 'a b'}", "rack.tags.rack"),
+        ("boot: tftp", "rack.boot: expected one of fastboot-net, fastboot-usb"),
+        ("coordinator: nowhere", "rack.coordinator: expected HOST:PORT"),
+        ("bootimg_header: 1", "rack.bootimg_header"),
+        ("placess: 2", "rack.placess: unknown key"),
+    ],
+)
+def test_bad_rack_section_names_the_key(tmp_path, monkeypatch, rack, msg):
+    monkeypatch.delenv("LG_COORDINATOR", raising=False)
+    p = _write(tmp_path, f"name: r\ninherit: qemu\nboard: {{type: rack}}\nrack: {{{rack}}}\n")
+    with pytest.raises(LabError) as e:
+        load(str(p))
+    assert str(p) in str(e.value) and msg in str(e.value)
+
+
+def test_rack_board_without_rack_section(tmp_path):
+    p = _write(tmp_path, "name: r\ninherit: qemu\nboard: {type: rack}\n")
+    with pytest.raises(LabError, match="needs a rack section"):
+        load(str(p))
+
+
+def test_inherit_unknown_or_looping(tmp_path):
+    p = _write(tmp_path, "name: r\ninherit: nosuch\n")
+    with pytest.raises(LabError, match="inherit: --lab nosuch: unknown lab"):
+        load(str(p))
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"name: a\ninherit: {b}\n")
+    b.write_text(f"name: b\ninherit: {a}\n")
+    with pytest.raises(LabError, match="inheritance loop"):
+        load(str(a))

@@ -1,0 +1,280 @@
+"""Bring up (or down) a whole labgrid rack on this machine: a coordinator, an exporter and N
+QEMU boards, each board a labgrid *place* like a board in the device lab.
+
+Why real labgrid processes: the lab's reservation, locking and resource sharing are the
+coordinator's and exporter's; a rack of QEMU boards run through them exercises exactly the
+path `--lab=pixel-rack` takes, minus the hardware. Usage:
+
+    python -m pytest_vfio_platform.rack.local up   [--lab local-rack] [--dir DIR]
+    python -m pytest_vfio_platform.rack.local down [--dir DIR]
+    python -m pytest_vfio_platform.rack.local status
+
+`up` is idempotent: what is already running is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..errors import LabError
+from ..lab import Lab, load
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def default_dir() -> Path:
+    # short: unix socket paths of the boards live below it (108-byte limit)
+    return Path(os.environ.get("VFIO_RACK_DIR", f"/tmp/vfio-rack-{os.getuid()}"))
+
+
+def _tool(name: str) -> str:
+    p = VENV_BIN / name
+    return str(p) if p.exists() else name
+
+
+def client(coordinator: str, *args: str, check: bool = True, timeout: float = 60) -> str:
+    """One labgrid-client call; its own error text on failure."""
+    cmd = [_tool("labgrid-client"), "-x", coordinator, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise LabError(f"labgrid-client {' '.join(args)}: {(r.stderr or r.stdout).strip()}")
+    return r.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie child of ours counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _port_open(addr: str) -> bool:
+    host, port = addr.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> int:
+    with open(log, "ab") as f:
+        p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, cwd=cwd, start_new_session=True
+        )
+    return p.pid
+
+
+class LocalRack:
+    def __init__(self, lab: Lab, workdir: Path | None = None) -> None:
+        if lab.rack is None or lab.rack.local_boards == 0:
+            raise LabError(f"{lab.path}: not a local rack (needs rack.local_boards > 0)")
+        self.lab = lab
+        self.spec = lab.rack
+        self.dir = (workdir or default_dir()).resolve()
+        self.pidfile = self.dir / "pids.json"
+
+    @property
+    def coordinator(self) -> str:
+        return self.spec.coordinator
+
+    def board_names(self) -> list[str]:
+        return [f"{self.spec.place_prefix}{i + 1}" for i in range(self.spec.local_boards)]
+
+    def _pids(self) -> dict[str, int]:
+        try:
+            return json.loads(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, pids: dict[str, int]) -> None:
+        tmp = self.pidfile.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pids, indent=1))
+        tmp.rename(self.pidfile)
+
+    def up(self, wait: float = 30.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        pids = {k: v for k, v in self._pids().items() if _alive(v)}
+        if "coordinator" not in pids:
+            if _port_open(self.coordinator):
+                raise LabError(
+                    f"something else listens on {self.coordinator} (the rack's coordinator "
+                    f"address in {self.lab.path}): stop it or set LG_COORDINATOR"
+                )
+            cdir = self.dir / "coordinator"
+            cdir.mkdir(exist_ok=True)
+            pids["coordinator"] = _spawn(
+                [_tool("labgrid-coordinator"), "-l", self.coordinator],
+                self.dir / "coordinator.log",
+                cwd=cdir,
+            )
+            self._save(pids)
+            _wait(lambda: _port_open(self.coordinator), wait, "coordinator", self.dir)
+        changed = False
+        for name in self.board_names():
+            bdir = self.dir / name
+            if name in pids and (bdir / "state.json").exists():
+                continue
+            bdir.mkdir(exist_ok=True)
+            (bdir / "state.json").unlink(missing_ok=True)
+            pids[name] = _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest_vfio_platform.rack.boardd",
+                    "--name",
+                    name,
+                    "--dir",
+                    str(bdir),
+                    "--machine-args",
+                    shlex.join(self.lab.machine_args),
+                ],
+                bdir / "boardd.log",
+            )
+            self._save(pids)
+            _wait(lambda b=bdir: (b / "state.json").exists(), wait, f"board {name}", bdir)
+            changed = True
+        if changed or "exporter" not in pids:
+            if "exporter" in pids:
+                _terminate(pids.pop("exporter"))
+            cfg = self.dir / "exporter.yaml"
+            cfg.write_text(yaml.safe_dump(self.exporter_config()))
+            pids["exporter"] = _spawn(
+                [
+                    _tool("labgrid-exporter"),
+                    "-c",
+                    self.coordinator,
+                    "--name",
+                    self.spec.exporter,
+                    "--hostname",
+                    "127.0.0.1",
+                    str(cfg),
+                ],
+                self.dir / "exporter.log",
+            )
+            self._save(pids)
+        self._ensure_places()
+        _wait(self._resources_visible, wait, "exporter resources", self.dir)
+
+    def exporter_config(self) -> dict:
+        cfg: dict = {}
+        for name in self.board_names():
+            st = json.loads((self.dir / name / "state.json").read_text())
+            http = st["http"]
+            group = {
+                line: {"cls": "RawSerialPort", "port": pty, "speed": 115200}
+                for line, pty in st["lines"].items()
+            }
+            group["power"] = {
+                "cls": "NetworkPowerPort",
+                "model": "simplerest",
+                "host": http + "/power/{index}/{value}",
+                "index": 0,
+            }
+            group["button"] = {
+                "cls": "HttpDigitalOutput",
+                "url": http + "/button",
+                "body_asserted": "1",
+                "body_deasserted": "0",
+            }
+            group["fastboot"] = {
+                "cls": "AndroidNetFastboot",
+                "address": "127.0.0.1",
+                "port": st["fastboot_port"],
+                "protocol": "tcp",
+            }
+            cfg[name] = group
+        return cfg
+
+    def _ensure_places(self) -> None:
+        have = set(client(self.coordinator, "places").split())
+        tags = [f"{k}={v}" for k, v in self.spec.tags.items()]
+        for name in self.board_names():
+            if name not in have:
+                client(self.coordinator, "-p", name, "create")
+                client(self.coordinator, "-p", name, "add-match", f"{self.spec.exporter}/{name}/*")
+            client(self.coordinator, "-p", name, "set-tags", *tags)
+
+    def _resources_visible(self) -> bool:
+        out = client(self.coordinator, "resources", check=False)
+        return all(f"{self.spec.exporter}/{n}/" in out for n in self.board_names())
+
+    def down(self) -> None:
+        pids = self._pids()
+        # exporter first (it stops ser2net), then boards (they stop QEMU), coordinator last
+        order = ["exporter", *[k for k in pids if k not in ("exporter", "coordinator")]]
+        for key in [*order, "coordinator"]:
+            if key in pids:
+                _terminate(pids[key])
+        self.pidfile.unlink(missing_ok=True)
+
+    def status(self) -> str:
+        pids = self._pids()
+        lines = [f"{k}: pid {v} {'running' if _alive(v) else 'gone'}" for k, v in pids.items()]
+        if pids.get("coordinator") and _alive(pids["coordinator"]):
+            lines.append(client(self.coordinator, "who", check=False).strip())
+        return "\n".join(lines) or "not running"
+
+
+def _terminate(pid: int, timeout: float = 5.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait(cond, timeout: float, what: str, where: Path) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise LabError(f"local rack: {what} not up within {timeout:.0f}s; logs in {where}")
+        time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="run a labgrid rack of QEMU boards on this machine")
+    ap.add_argument("command", choices=("up", "down", "status"))
+    ap.add_argument("--lab", default="local-rack", help="lab YAML with a rack section")
+    ap.add_argument("--dir", type=Path, help=f"state directory (default {default_dir()})")
+    a = ap.parse_args(argv)
+    try:
+        rack = LocalRack(load(a.lab), a.dir)
+        if a.command == "up":
+            rack.up()
+            print(f"local rack up: places {', '.join(rack.board_names())} at {rack.coordinator}")
+        elif a.command == "down":
+            rack.down()
+        else:
+            print(rack.status())
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""A serial line of a QEMU board, presented as a pseudo-terminal that outlives QEMU.
+
+Why: labgrid's exporter shares a board's serial port over the network by running ser2net on a
+`/dev/...` device (a `RawSerialPort`). QEMU's own `-serial pty` gets a new /dev/pts/N on every
+start, and a power cycle restarts QEMU; the exporter and its clients must keep one path. So
+the board host owns the pty for its whole life and relays bytes to whichever QEMU is running,
+as a USB serial adapter stays put while the board behind it reboots.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+# A reader that takes nothing for this long is treated as absent: output is dropped, as a
+# real UART's would be with nobody listening, instead of stalling QEMU (which blocks with its
+# big lock held when a chardev does not drain: the whole board would freeze).
+STALL_DROP_SECONDS = 2.0
+
+
+class PtyRelay:
+    """pty master <-> the unix socket QEMU connects its chardev to."""
+
+    def __init__(self, name: str, sock_path: Path) -> None:
+        self.name = name
+        self.sock_path = sock_path
+        self.master, slave = os.openpty()
+        self.port = os.ttyname(slave)
+        tty.setraw(slave)  # no echo, no CR/LF games: a byte in is a byte out
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        # Keep one slave fd open: the master then never sees a hang-up (EIO) while no client
+        # is connected, and the line settings survive ser2net closing and reopening it.
+        self._slave = slave
+        os.set_blocking(self.master, False)
+        sock_path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(sock_path))
+        self.listener.listen(1)
+        self.conn: socket.socket | None = None
+        self.dropped = 0
+        self._stalled = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name=f"pty-{name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            fds: list = [self.listener, self.master]
+            if self.conn is not None:
+                fds.append(self.conn)
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.2)
+            except (OSError, ValueError):
+                return
+            for fd in ready:
+                if fd is self.listener:
+                    conn, _ = self.listener.accept()
+                    if self.conn is not None:
+                        self.conn.close()
+                    self.conn = conn
+                elif fd is self.master:
+                    self._master_to_qemu()
+                elif fd is self.conn:
+                    self._qemu_to_master()
+
+    def _master_to_qemu(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno == errno.EIO:
+                time.sleep(0.05)
+                return
+            raise
+        if self.conn is None:
+            return  # board off: typed characters are lost, as on a real line
+        try:
+            self.conn.sendall(data)  # blocks while QEMU's UART FIFO is full: back-pressure
+        except OSError:
+            self._drop_conn()
+
+    def _qemu_to_master(self) -> None:
+        assert self.conn is not None
+        try:
+            data = self.conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_conn()
+            return
+        view = memoryview(data)
+        # once nobody has drained the line for STALL_DROP_SECONDS, drop at once until it
+        # drains again, or every chunk would stall the board for that long
+        deadline = time.monotonic() + (0 if self._stalled else STALL_DROP_SECONDS)
+        while view:
+            try:
+                n = os.write(self.master, view)
+                view = view[n:]
+                self._stalled = False
+                deadline = time.monotonic() + STALL_DROP_SECONDS
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.dropped += len(view)
+                    self._stalled = True
+                    return
+                select.select([], [self.master], [], 0.1)
+
+    def _drop_conn(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2)
+        self._drop_conn()
+        self.listener.close()
+        for fd in (self.master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.sock_path.unlink(missing_ok=True)
