@@ -184,16 +184,20 @@ class Board:
         self.needs_reboot = False
         with open(self.rundir / "boots.jsonl", "a") as f:
             rec = {
+                "board": self.name(),
                 "variant": files.variant,
                 "kernel": files.kernel_label,
                 "seconds": round(self.boot_seconds, 3),
             }
             f.write(json.dumps(rec) + "\n")
 
+    def name(self) -> str:
+        return f"{self.lab.name}/main"
+
     # -- backend hooks (QEMU on this machine) ----------------------------------------------
     def _config(self, files: BootFiles) -> dict:
         """The labgrid environment for one boot: target main (the board), target guest."""
-        self.guest_port = _free_port()
+        self.guest_port = free_port()
         cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self.guest_port)
         cfg["targets"]["guest"] = guest_target(
             {"NetworkSerialPort": {"host": "127.0.0.1", "port": self.guest_port, "protocol": "raw"}}
@@ -381,7 +385,7 @@ def guest_target(resources: dict) -> dict:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -22,7 +22,8 @@ LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
 DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
 BUSES = ("platform", "amba")
 BOARD_TYPES = ("qemu", "rack")  # qemu: booted here by labgrid's QEMUDriver; rack: a place
-STIMULI = ("uart-socket", "qmp-powerdown", "rtc-match", "none")
+STIMULI = ("uart-socket", "qmp-powerdown", "rtc-match", "self-timed", "none")
+SELF_TIMED = ("rtc-match", "self-timed")  # the device interrupts by itself once set up
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,32 @@ def pytest_configure(config: pytest.Config) -> None:
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:  # pytest-xdist: one board (place) per worker, each with its own logs
             run_path = run_path / worker
-        config.stash[SESSION_KEY] = LabSession(lab, choice, run_path.resolve(), ArtifactCache())
+        session = LabSession(lab, choice, run_path.resolve(), ArtifactCache())
+        session.say = _sayer(config, session.rundir)
+        config.stash[SESSION_KEY] = session
         _terminate_like_interrupt()
     config.stash[LAB_KEY] = lab
+
+
+def _sayer(config: pytest.Config, rundir: Path):  # noqa: ANN202
+    """Messages a user must see while a test waits (a busy rack): on the terminal even while
+    output is captured, and in the run directory (an xdist worker has no terminal)."""
+
+    def say(msg: str) -> None:
+        rundir.mkdir(parents=True, exist_ok=True)
+        with open(rundir / "session.log", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        if tr is None or os.environ.get("PYTEST_XDIST_WORKER"):
+            return
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                tr.write_line(f"vfio-platform: {msg}")
+        else:
+            tr.write_line(f"vfio-platform: {msg}")
+
+    return say
 
 
 def _terminate_like_interrupt() -> None:

@@ -47,7 +47,7 @@ class BootFiles:
     kernel_label: str
     kernel_release: str
     initrd: Path
-    dtb: Path
+    dtb: Path | None  # None: the board brings its own (a phone's vendor_boot)
     boot_args: str
     variant: str
 
@@ -82,7 +82,9 @@ def boot_files(
         initrd = with_guest_payload(initrd, choice, agent, cache, progress)
     # Every -serial the lab declares comes before labgrid's console, so it shapes the DT.
     dump_args = lab.machine_args + ["-serial", "null"] * (len(lab.uart_sockets) + 1)
-    dtb = board_dtb(dump_args, v.dtb, cache)
+    # a GKI boot image (header >= 3) carries no DTB: the phone boots its own (vendor_boot)
+    gki = lab.rack is not None and lab.rack.bootimg_header >= 3
+    dtb = None if gki else board_dtb(dump_args, v.dtb, cache)
     args = " ".join(a for a in (lab.boot_args, v.vfio_args) if a)
     return BootFiles(image, choice.label, release, initrd, dtb, args, variant)
 

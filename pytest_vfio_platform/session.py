@@ -74,10 +74,7 @@ class LabSession:
         return list(self._files.values())
 
     def boards_used(self) -> list[str]:
-        if self._board is None:
-            return []
-        place = getattr(self._board, "place", None)
-        return [f"{self.lab.name}/{place or 'main'}"]
+        return [self._board.name()] if self._board is not None else []
 
     def close(self) -> None:
         if self._board is not None:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .lab import Device
+from .lab import SELF_TIMED, Device
 
 if TYPE_CHECKING:
     from .board import Board
@@ -133,7 +133,7 @@ def pulse(board: Board, device: Device, peer: UartPeer | None = None, n: int = 0
         return f"byte {0x41 + n % 26:#x} into {device.stimulus.socket}"
     if kind == "qmp-powerdown":
         board.press_power_button()
-        return f"QMP system_powerdown (GPIO line {device.stimulus.line})"
-    if kind == "rtc-match":
-        return "none (the RTC match register fires by itself)"
+        return f"power key pulse (GPIO line {device.stimulus.line})"
+    if kind in SELF_TIMED:
+        return "none (the device interrupts by itself once set up)"
     raise ValueError(f"device {device.name} has no external stimulus")

@@ -141,8 +141,10 @@ def reaper(coordinator: str, token: str) -> int:
             return 0
         if word == "place":
             place = arg
-    # the owner died holding the lease
+    # the owner died holding the lease: leave the board off (as a finished session would)
+    # and the place free
     if place:
+        client(coordinator, "-p", place, "power", "off", check=False)
         client(coordinator, "-p", place, "release", check=False)
     client(coordinator, "cancel-reservation", token, check=False)
     print(f"reaper {os.getpid()}: released {place or '(none)'} and reservation {token}")

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pytest_vfio_platform import vfio
+from pytest_vfio_platform.lab import SELF_TIMED
 from pytest_vfio_platform.stimulus import pulse
 
 pytestmark = pytest.mark.hil
@@ -79,7 +80,7 @@ def test_interrupt_arrives_on_eventfd_and_unmask_rearms(board, device, assign, l
         pytest.skip(f"{device.name}: the lab names no stimulus")
     b = assign(device.sysfs, device.bus)
     vfio.require_bound(b)
-    count = 1 if stim.kind == "rtc-match" else 2
+    count = 1 if stim.kind in SELF_TIMED else 2
     ready, out = "/tmp/irq.ready", "/tmp/irq.json"
     args = [*vfio.selector(b), "--index", "0", "--timeout-ms", "8000", "--count", str(count)]
     args += ["--setup", stim.setup, "--ack", stim.ack, "--ready-file", ready]

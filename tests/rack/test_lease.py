@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from pytest_vfio_platform.board import free_port
 from pytest_vfio_platform.errors import LabError
 from pytest_vfio_platform.rack.lease import PlaceLease
 from pytest_vfio_platform.rack.local import _tool, client
@@ -21,15 +22,9 @@ from pytest_vfio_platform.rack.local import _tool, client
 TAGS = {"rack": "test", "board": "qemu-virt"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def coordinator(tmp_path):
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [_tool("labgrid-coordinator"), "-l", addr],
         cwd=tmp_path,
