@@ -15,7 +15,6 @@ import re
 import shlex
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import attr
@@ -24,13 +23,14 @@ from labgrid import Environment
 from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.strategy import Strategy, StrategyError, never_retry
-from pexpect import TIMEOUT
+from pexpect import TIMEOUT, ExceptionPexpect
 
 from .console import ConsoleRecorder, find_crash, read_from
 from .errors import BoardError
 from .images.initramfs import GUEST_PROMPT
 from .lab import Lab
 from .provision import BootFiles
+from .shellrun import CheckedShell, ConsoleGarbled, RunResult
 from .stimulus import UartPeer
 
 
@@ -68,12 +68,6 @@ class VfioBoardStrategy(Strategy):
             self.power.on()
             self.target.activate(self.shell)
         self.status = status
-
-
-@dataclass
-class RunResult:
-    rc: int
-    out: str
 
 
 def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_port: int) -> dict:
@@ -140,6 +134,8 @@ class Board:
         self.needs_reboot = False
         self._guest_console: GuestConsole | None = None
         self.guest_port = 0
+        self.checked = CheckedShell()
+        self.console_override = None  # a console wrapper for fault injection (tests/faults)
 
     # -- lifecycle -------------------------------------------------------------------------
     def ensure(self, files: BootFiles) -> None:
@@ -243,6 +239,17 @@ class Board:
             self.recorder.close()
         self.env = self.target = self.recorder = None
 
+    def _backend_gone(self) -> str | None:
+        """Why the board cannot answer if its QEMU process is gone, else None."""
+        try:
+            drv = self.target.get_driver("QEMUDriver", activate=False) if self.target else None
+        except Exception:  # noqa: BLE001
+            return None
+        child = getattr(drv, "_child", None)
+        if child is not None and child.poll() is not None:
+            return f"the board's QEMU process exited (status {child.returncode})"
+        return None
+
     def _kill_backend(self) -> None:
         if self.target is None:
             return
@@ -267,15 +274,26 @@ class Board:
         return self.target.get_driver("ShellDriver")
 
     def run(self, cmd: str, timeout: float = 30.0) -> RunResult:
+        """Run cmd on the board: its exit code and output, verified end to end (shellrun)."""
+        shell = self.shell
+        console = self.console_override or shell.console
         try:
-            out, _, rc = self.shell.run(cmd, timeout=timeout)
-        except TIMEOUT:
+            return self.checked.run(console, shell.prompt, cmd, timeout, str(self.console_log))
+        except ConsoleGarbled:
+            raise
+        except (BoardError, OSError, ExceptionPexpect) as e:
             self.needs_reboot = True
             text = self.recorder.since(self.boot_offset) if self.recorder else b""
             crash = find_crash(text)
-            what = f"kernel crash: {crash}" if crash else f"no answer within {timeout:.0f}s"
-            raise BoardError(f"board hung running {cmd!r}: {what}", str(self.console_log)) from None
-        return RunResult(rc, "\n".join(out))
+            dead = self._backend_gone()
+            if crash:
+                what = f"board hung running {cmd!r}: kernel crash: {crash}"
+            elif dead or not isinstance(e, BoardError):
+                why = dead or f"its console failed ({type(e).__name__}: {e})"
+                what = f"board died running {cmd!r}: {why}"
+            else:
+                what = f"board hung running {cmd!r}: {str(e).split(': ', 1)[-1]}"
+            raise BoardError(what, str(self.console_log)) from None
 
     def check(self, cmd: str, timeout: float = 30.0) -> str:
         r = self.run(cmd, timeout)
@@ -313,6 +331,7 @@ class GuestConsole:
         self.serial = target.get_driver("SerialDriver")
         self.recorder = ConsoleRecorder(log, self.serial)
         self.log = log
+        self.checked = CheckedShell()
 
     def detach_shell(self) -> None:
         shell = self.target.get_driver("ShellDriver", activate=False)
@@ -335,11 +354,15 @@ class GuestConsole:
             ) from None
 
     def run(self, cmd: str, timeout: float = 30.0) -> RunResult:
+        """As Board.run, verified end to end, on the guest's console."""
+        shell = self.target.get_driver("ShellDriver")
         try:
-            out, _, rc = self.target.get_driver("ShellDriver").run(cmd, timeout=timeout)
-        except TIMEOUT:
-            raise BoardError(f"guest hung running {cmd!r}", str(self.log)) from None
-        return RunResult(rc, "\n".join(out))
+            return self.checked.run(shell.console, shell.prompt, cmd, timeout, str(self.log))
+        except ConsoleGarbled:
+            raise
+        except (BoardError, OSError, ExceptionPexpect) as e:
+            why = "" if isinstance(e, BoardError) else f" (its console failed: {e})"
+            raise BoardError(f"guest hung running {cmd!r}{why}", str(self.log)) from None
 
     def wait_for(self, cmd: str, timeout: float) -> RunResult:
         """Run cmd until it exits 0 or timeout passes, riding out a guest too busy to answer

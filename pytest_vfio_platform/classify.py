@@ -20,7 +20,7 @@ CLASSES: list[tuple[str, str, str]] = [
     (
         "infrastructure",
         "Lab/infrastructure failure",
-        r"BoardError|SetupError|BuildError|LabError|did not reach a shell|board hung|guest hung|"
+        r"BoardError|SetupError|BuildError|LabError|did not reach a shell|board hung|board died|guest hung|"
         r"no answer within|is not booted|lab lock|place .* not|Connection refused|QEMU error",
     ),
 ]

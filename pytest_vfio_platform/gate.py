@@ -46,7 +46,10 @@ def read_junit(path: Path) -> dict[str, Result]:
         for tag, oc in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
             el = case.find(tag)
             if el is not None:
-                outcome, msg = oc, (el.get("message", "") + "\n" + (el.text or "")).strip()
+                # classify on the exception's own message: the text also holds the traceback's
+                # source lines and the console, whose words ("kernel crash:", a panic of an
+                # earlier test) say nothing about this failure
+                outcome, msg = oc, (el.get("message") or el.text or "").strip()
                 break
         prev = out.get(nodeid)
         if prev is None or prev.outcome in ("passed", "skipped"):

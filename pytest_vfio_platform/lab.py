@@ -2,11 +2,14 @@
 
 Why our own validation: a lab file is edited by hand by lab engineers; a typo must end in
 "labs/x.yaml: devices[1].mmio.base: expected an integer, got 'x'", not a KeyError three layers
-down during a boot. The labgrid section is passed to labgrid as is (it validates its own).
+down during a boot. The labgrid section is passed to labgrid as is (it validates its own),
+except what the plugin relies on: target `main` and the images its QEMUDriver names, which
+labgrid would only miss at the first boot, after minutes of building.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import LabError
-from .images.dtb import DtEdit
+from .errors import BuildError, LabError
+from .images.dtb import DtEdit, dts_value
 
 LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
 DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
@@ -147,12 +150,11 @@ class _V:
 
     def _get(self, key: str, required: bool) -> Any:
         if not isinstance(self.data, dict):
-            raise self.fail("", f"expected a mapping, got {type(self.data).__name__}")
-        if key not in self.data:
-            if required:
-                raise self.fail(key, "missing (required)")
-            return None
-        return self.data[key]
+            raise self.fail("", f"expected a mapping, got {_kind(self.data)}")
+        v = self.data.get(key)
+        if v is None and required:  # `key:` with nothing after it is as good as absent
+            raise self.fail(key, "missing (required)" if key not in self.data else "empty")
+        return v
 
     def str(
         self, key: str, default: str | None = None, required: bool = True, choices: tuple = ()
@@ -161,9 +163,9 @@ class _V:
         if v is None:
             return default
         if not isinstance(v, str):
-            raise self.fail(key, f"expected a string, got {v!r}")
+            raise self.fail(key, f"expected a string, got {_show(v)}")
         if choices and v not in choices:
-            raise self.fail(key, f"expected one of {', '.join(choices)}, got {v!r}")
+            raise self.fail(key, f"expected one of {', '.join(choices)}, got {_show(v)}")
         return v
 
     def int(self, key: str, required: bool = True) -> Any:
@@ -171,7 +173,7 @@ class _V:
         if v is None:
             return None
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.fail(key, f"expected an integer, got {v!r}")
+            raise self.fail(key, f"expected an integer, got {_show(v)}")
         return v
 
     def sub(self, key: str, required: bool = True, kind: type = dict) -> Any:
@@ -180,7 +182,7 @@ class _V:
             return None
         if not isinstance(v, kind):
             raise self.fail(
-                key, f"expected a {'mapping' if kind is dict else 'list'}, got {type(v).__name__}"
+                key, f"expected a {'mapping' if kind is dict else 'list'}, got {_kind(v)}"
             )
         return v
 
@@ -192,9 +194,45 @@ class _V:
         return _V(self.path, v, where)
 
     def check_keys(self, allowed: set[str]) -> None:
-        extra = sorted(set(self.data) - allowed)
+        if not isinstance(self.data, dict):
+            raise self.fail("", f"expected a mapping, got {_kind(self.data)}")
+        extra = [k for k in self.data if k not in allowed]  # YAML keys need not be strings
         if extra:
-            raise self.fail(extra[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            raise self.fail(_key(extra[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def strings(self, key: str, numbers: bool = False) -> list[str]:
+        """An optional list of strings (numbers too where `-smp, 2` is natural)."""
+        items = self.sub(key, required=False, kind=list) or []
+        ok = (str, int, float) if numbers else (str,)
+        for n, a in enumerate(items):
+            if isinstance(a, bool) or not isinstance(a, ok):
+                raise self.fail(f"{key}[{n}]", f"expected a string, got {_show(a)}")
+        return [str(a) for a in items]
+
+
+def _kind(v: object) -> str:
+    """A value's kind in YAML's words (a lab author never wrote 'NoneType')."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true/false"
+    names = {dict: "mapping", list: "list", str: "string", int: "integer", float: "number"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _show(v: object) -> str:
+    """A value for a message: a whole replaced section is summarised, not dumped."""
+    if isinstance(v, (dict, list)):
+        return f"a {_kind(v)}"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _key(k: object) -> str:
+    """A mapping key as the lab file spells it (`true:`, `1:` are keys too)."""
+    if isinstance(k, str) and k:
+        return k
+    return json.dumps(k) if k is None or isinstance(k, (bool, int, float)) else repr(k)
 
 
 def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
@@ -206,25 +244,78 @@ def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
         node = e.str("node")
         if not node.startswith("/"):
             raise e.fail("node", f"expected an absolute DT path like /pl061@9030000, got {node!r}")
-        delete = e.sub("delete", required=False, kind=list) or []
+        props = e.sub("set", required=False) or {}
+        for k, val in props.items():
+            if isinstance(val, dict):  # {raw: DTS text}, nothing else
+                raw = _V(e.path, val, f"{e.where}.set.{_key(k)}")
+                raw.check_keys({"raw"})
+                raw.str("raw")
+            if isinstance(val, list) and any(isinstance(x, bool) for x in val):
+                raise e.fail(f"set.{_key(k)}", f"true/false is not a DT cell or string: {val!r}")
+            try:
+                dts_value(val)
+            except BuildError as err:
+                raise e.fail(f"set.{_key(k)}", str(err)) from None
         out.append(
             DtEdit(
                 node=node,
-                set=e.sub("set", required=False) or {},
-                delete=tuple(delete),
+                set=props,
+                delete=tuple(e.strings("delete")),
                 dts=e.str("dts", ""),
             )
         )
     return tuple(out)
 
 
+class _LabLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML forbids it, and PyYAML
+    would silently keep the last one (a second `devices:` would drop the first inventory)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def _read(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise LabError(f"{path}: cannot read the lab file ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise LabError(
+            f"{path}: line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); save it as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_LabLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise LabError(f"{path}: {where}not valid YAML: {getattr(e, 'problem', e)}") from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        elif isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+            where = f"line {text[: e.position].count(chr(10)) + 1}: "
+        else:
+            where = ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise LabError(f"{path}: {where}not valid YAML: {problem}") from None
 
 
 def _inherit(path: Path, data: dict, seen: tuple[Path, ...] = ()) -> dict:
@@ -331,22 +422,23 @@ def load(name_or_path: str) -> Lab:
     if "default" not in vs:
         raise b.fail("variants", "a 'default' variant is required")
     for name, spec in vs.items():
-        vv = _V(path, spec or {}, f"board.variants.{name}")
+        if not isinstance(name, str):
+            raise b.fail(f"variants.{_key(name)}", "a variant name is a string")
+        vv = _V(path, {} if spec is None else spec, f"board.variants.{name}")
         vv.check_keys({"dtb", "vfio_args", "guest"})
         guest = vv.data.get("guest", False)
         if not isinstance(guest, bool):
-            raise vv.fail("guest", f"expected true or false, got {guest!r}")
+            raise vv.fail("guest", f"expected true or false, got {_show(guest)}")
         edits = base_edits + _edits(vv, "dtb")
         variants[name] = Variant(name, edits, vv.str("vfio_args", base_args), guest)
-    machine_args = b.sub("machine_args", required=False, kind=list) or []
     lab = Lab(
         name=top.str("name"),
         path=path,
         description=top.str("description", ""),
         board_type=b.str("type", choices=BOARD_TYPES),
         prompt=b.str("prompt"),
-        machine_args=[str(a) for a in machine_args],
-        uart_sockets=b.sub("uart_sockets", required=False, kind=list) or [],
+        machine_args=b.strings("machine_args", numbers=True),
+        uart_sockets=b.strings("uart_sockets"),
         boot_args=b.str("boot_args", ""),
         variants=variants,
         labgrid=top.sub("labgrid", required=b.data.get("type") != "rack") or {},
@@ -354,6 +446,8 @@ def load(name_or_path: str) -> Lab:
     )
     if lab.board_type == "rack" and lab.rack is None:
         raise top.fail("rack", "missing: a board of type rack needs a rack section")
+    if lab.board_type == "qemu":
+        _qemu_images(top.child("labgrid"))
     for i in range(len(top.sub("devices", kind=list))):
         lab.devices.append(_device(top.child("devices", i), lab))
     for i in range(len(top.sub("refused", required=False, kind=list) or [])):
@@ -379,6 +473,47 @@ def load(name_or_path: str) -> Lab:
     if dup:
         raise top.fail("devices", f"duplicate device name(s): {', '.join(sorted(dup))}")
     return lab
+
+
+QEMU_IMAGES = ("kernel", "dtb", "disk", "flash", "bios")  # QEMUDriver keys naming an image
+
+
+def _qemu_images(lg: _V) -> None:
+    """The part of the labgrid section the plugin relies on: target `main`, and every image
+    its QEMUDriver names listed under `images`, each a {placeholder} or an existing file.
+    Checked here because labgrid would only notice at the first boot, after the builds."""
+    targets = lg.child("targets") if lg.sub("targets") is not None else None
+    assert targets is not None
+    main = targets.child("main") if targets.sub("main") is not None else None
+    assert main is not None
+    images = lg.child("images") if lg.sub("images", required=False) is not None else None
+    have = images.data if images else {}
+    for name, value in have.items():
+        if not isinstance(value, str):
+            raise images.fail(
+                _key(name), f"expected a path or a {{placeholder}}, got {_show(value)}"
+            )
+        if "{" not in value and not Path(value).is_file():
+            raise images.fail(
+                _key(name), f"{value}: no such file (an absolute path, or {{kernel}}/{{dtb}}...)"
+            )
+    drivers = main.data.get("drivers")  # labgrid also takes a list form: left to labgrid
+    qemu = drivers.get("QEMUDriver") if isinstance(drivers, dict) else None
+    if not isinstance(qemu, dict):
+        return
+    q = main.child("drivers").child("QEMUDriver")
+    for attr in QEMU_IMAGES:
+        ref = qemu.get(attr)
+        if ref is None:
+            continue
+        if not isinstance(ref, str):
+            raise q.fail(attr, f"expected the name of an image in labgrid.images, got {_show(ref)}")
+        if ref not in have:
+            raise q.fail(
+                attr,
+                f"image {ref!r} is not in labgrid.images (have: {', '.join(map(str, have)) or 'none'}); "
+                f'add it there (e.g. {ref}: "{{{attr}}}") or drop the reference',
+            )
 
 
 def _device(d: _V, lab: Lab) -> Device:
@@ -428,7 +563,9 @@ def _device(d: _V, lab: Lab) -> Device:
         )
     variant = d.str("variant", "default")
     if variant not in lab.variants:
-        raise d.fail("variant", f"unknown variant {variant!r}")
+        raise d.fail(
+            "variant", f"unknown variant {variant!r} (board.variants has {', '.join(lab.variants)})"
+        )
     return Device(
         name=d.str("name"),
         cls=d.str("class", choices=DEVICE_CLASSES),

@@ -21,6 +21,11 @@ from pathlib import Path
 
 from ..errors import SetupError
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Below this much free space the cache counts as full: the smallest artifacts (a DTB, an agent)
+# fit, but nothing a board boots does, and a build would fail somewhere deep inside.
+MIN_FREE_BYTES = 1 << 20
+
 DEFAULT_ROOT = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-vfio-platform"
 )
@@ -69,16 +74,41 @@ class ArtifactCache:
         self.root = Path(root) if root else cache_root()
 
     def ensure_writable(self) -> None:
-        """Fail early and clearly instead of half-way through a five-minute build."""
+        """Fail early and clearly instead of half-way through a five-minute build.
+
+        A full disk is caught here too (less than MIN_FREE_BYTES free): a probe file costs no
+        data blocks, so without the free-space check a full disk would only show up as a
+        failing tar or make deep inside a build.
+        """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-", delete=True)
             probe.close()
+            free = _free_bytes(self.root)
         except OSError as e:
+            if e.errno in NO_SPACE:
+                raise self._no_space(e) from None
+            why = e.strerror or str(e)
+            if self.root.exists() and not self.root.is_dir():
+                why = "it is a file, not a directory"
             raise SetupError(
-                f"cache directory {self.root} is not writable ({e.strerror}); "
+                f"cache directory {self.root} is not writable ({why}); "
                 "set PYTEST_VFIO_PLATFORM_CACHE or --cache-dir to a writable directory"
             ) from None
+        if free < MIN_FREE_BYTES:
+            raise self._no_space(None, f"{free // 1024} KiB free")
+
+    def _no_space(
+        self, e: OSError | None, what: str = "", kind: str = "", key: str = ""
+    ) -> SetupError:
+        where = f" while writing {kind} artifact {key}" if kind else ""
+        if e is not None and e.filename:
+            where += f" ({e.filename})"
+        return SetupError(
+            f"no space left on the device holding the cache {self.root}{where}"
+            f"{'; ' + what if what else ''}; free space or point --cache-dir / "
+            "PYTEST_VFIO_PLATFORM_CACHE elsewhere (nothing partial was kept)"
+        )
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / "artifacts" / kind / key
@@ -115,6 +145,17 @@ class ArtifactCache:
         if hit:
             return hit
         self.ensure_writable()
+        try:
+            return self._build(kind, key, build, inputs)
+        except OSError as e:
+            # anywhere from the lock file to the final rename: the disk filled up meanwhile
+            if e.errno in NO_SPACE:
+                raise self._no_space(e, kind=kind, key=key) from None
+            raise
+
+    def _build(
+        self, kind: str, key: str, build: Callable[[Path], dict], inputs: dict[str, str] | None
+    ) -> Path:
         with self._lock(kind, key):
             hit = self.lookup(kind, key)
             if hit:
@@ -130,19 +171,16 @@ class ArtifactCache:
                 if final.exists():  # an incomplete leftover without manifest
                     shutil.rmtree(final)
                 os.rename(tmp, final)
-            except OSError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if e.errno == errno.ENOSPC:
-                    raise SetupError(
-                        f"no space left on the device holding the cache {self.root} while "
-                        f"writing {kind} artifact {key}; free space or point "
-                        "PYTEST_VFIO_PLATFORM_CACHE elsewhere (nothing partial was kept)"
-                    ) from None
-                raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return final
+
+
+def _free_bytes(path: Path) -> int:
+    """Bytes this process may still write there (root may use the filesystem's reserve)."""
+    st = os.statvfs(path)
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
 def _fsync_tree(d: Path) -> None:

@@ -8,6 +8,7 @@ every file rsync or patch touches gets a fresh mtime, so make never misses a rev
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import os
 import re
@@ -125,16 +126,55 @@ def parse_fragment_like_config(dotconfig: Path) -> dict[str, str]:
 
 
 def check_arm64_image(path: Path) -> None:
-    """Reject anything that is not an arm64 Image before QEMU turns it into a silent hang."""
-    if not path.is_file():
-        raise SetupError(f"--kernel {path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if len(head) < 64 or head[56:60] != ARM64_MAGIC:
+    """Reject anything that is not an arm64 Image before QEMU turns it into a silent hang.
+
+    The message says what the file looks like instead (a vmlinux ELF, an Image.gz, an x86
+    bzImage...), because the fix differs: take arch/arm64/boot/Image, gunzip, or rebuild.
+    """
+    if not path.exists():
         raise SetupError(
-            f"--kernel {path}: not an arm64 kernel Image (no 'ARM\\x64' magic at offset 56); "
-            "pass arch/arm64/boot/Image, not vmlinux or a compressed image"
+            f"--kernel {path}: no such file; pass a built arm64 Image, or patched|stock"
         )
+    if not path.is_file():
+        raise SetupError(
+            f"--kernel {path}: not a regular file; pass the Image file itself "
+            "(arch/arm64/boot/Image of an arm64 kernel build), or patched|stock"
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as e:
+        raise SetupError(f"--kernel {path}: cannot read it ({e.strerror})") from None
+    if len(head) >= 64 and head[56:60] == ARM64_MAGIC:
+        return
+    raise SetupError(
+        f"--kernel {path}: not an arm64 kernel Image ({_what_kernel(head)}; no 'ARM\\x64' "
+        "magic at offset 56); pass arch/arm64/boot/Image of an arm64 build (not vmlinux, "
+        "not a compressed image), or --kernel=patched|stock to build one"
+    )
+
+
+def _what_kernel(head: bytes) -> str:
+    """A guess at what a rejected --kernel file is, for the error message."""
+    if head[:4] == b"\x7fELF":
+        return "an ELF file: vmlinux? the bootable file is arch/arm64/boot/Image"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip-compressed: Image.gz? gunzip it first"
+    if head[:4] == b"\x27\x05\x19\x56":
+        return "a U-Boot uImage: pass the Image it wraps"
+    if head[0x202:0x206] == b"HdrS":
+        return "an x86 bzImage: this board is arm64"
+    if len(head) < 64:
+        return f"only {len(head)} bytes long"
+    if head[:2] == b"MZ" and head[4:8] == b"zimg":
+        return "an EFI zboot image (vmlinuz.efi): build the plain Image target"
+    if head[:2] == b"MZ":
+        return "a PE/EFI file without the arm64 Image header"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a cut-off last character is fine
+    except UnicodeDecodeError:
+        return "an unrecognised binary"
+    return "a text file" if b"\0" not in head else "an unrecognised binary"
 
 
 def _make_env(cache: ArtifactCache) -> dict[str, str]:
@@ -316,6 +356,9 @@ def build_kernel(
         progress(f"kernel '{spec.variant}' {release} built in {time.monotonic() - t0:.0f}s")
         return {"release": release, "variant": spec.variant, "patches": [p.name for p in patches]}
 
+    # before the workspace lock, whose mkdir would otherwise be the first write to an
+    # unwritable or full cache and fail with a bare OSError
+    cache.ensure_writable()
     ws_lock = cache.root / "locks"
     ws_lock.mkdir(parents=True, exist_ok=True)
     with open(ws_lock / f"workspace-{workspace.name}.lock", "w") as lf:

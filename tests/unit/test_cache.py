@@ -1,11 +1,8 @@
-"""The artifact cache never publishes a half-built entry and says clearly when it can't write."""
-
-import errno
-import os
+"""The artifact cache never publishes a half-built entry. An unwritable cache and a full disk
+are cases of the fault suite (tests/faults/test_bad_input.py), at every step of publishing."""
 
 import pytest
 
-from pytest_vfio_platform.errors import SetupError
 from pytest_vfio_platform.images.cache import ArtifactCache
 
 
@@ -54,28 +51,3 @@ def test_interrupted_build_is_not_reused(tmp_path):
         "kernel", "k4", lambda out: (out / "Image").write_bytes(b"ok") and {}
     )
     assert (built / "Image").read_bytes() == b"ok"
-
-
-def test_unwritable_cache_is_a_clear_error(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    os.chmod(ro, 0o500)
-    if os.access(ro, os.W_OK):  # root ignores permissions: simulate with a file in the way
-        ro = tmp_path / "file"
-        ro.write_text("not a dir")
-    cache = ArtifactCache(ro / "cache")
-    with pytest.raises(SetupError, match="not writable.*PYTEST_VFIO_PLATFORM_CACHE"):
-        cache.get_or_build("kernel", "k", lambda out: {})
-
-
-def test_full_disk_is_a_clear_error_and_keeps_nothing(tmp_path):
-    cache = ArtifactCache(tmp_path)
-
-    def build(out):
-        (out / "Image").write_bytes(b"x" * 10)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    with pytest.raises(SetupError, match="no space left.*nothing partial was kept"):
-        cache.get_or_build("initramfs", "k", build)
-    assert cache.lookup("initramfs", "k") is None
-    assert not any((tmp_path / "artifacts" / "initramfs").iterdir())

@@ -1,0 +1,106 @@
+"""Console faults on a real board: bytes dropped, duplicated, flipped or injected, kernel
+messages spliced into command output, a printk storm while commands run. Every command must
+come back with its true exit code and output, or fail clearly (ConsoleGarbled, BoardError) —
+never with a wrong answer."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_vfio_platform import shellrun
+from pytest_vfio_platform.errors import BoardError
+from pytest_vfio_platform.noise import KINDS, Fault, FaultyConsole
+
+pytestmark = [pytest.mark.hil, pytest.mark.faults]
+
+faults = st.lists(
+    st.builds(
+        Fault,
+        kind=st.sampled_from(KINDS),
+        offset=st.integers(0, 420),
+        size=st.integers(1, 6),
+    ),
+    max_size=4,
+)
+
+
+@pytest.fixture
+def noisy(board, monkeypatch):
+    """The board with its console behind a FaultyConsole; short read-back timeouts so a
+    case whose prompt got mangled costs seconds, not minutes."""
+    monkeypatch.setattr(shellrun, "FETCH_TIMEOUT", 1.5)
+    wire = FaultyConsole(board.shell.console)
+    board.console_override = wire
+    yield board, wire
+    board.console_override = None
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(plan=faults, rc=st.integers(0, 3), lines=st.integers(0, 5))
+def test_noisy_line_never_yields_a_wrong_answer(noisy, fault_recorder, plan, rc, lines):
+    board, wire = noisy
+    payload = [f"line-{i}-{'x' * (i * 7)}" for i in range(lines)]
+    cmd = "".join(f"echo {p}; " for p in payload) + f"exit {rc}"
+    wire.arm(plan)
+    case = ",".join(f"{f.kind}@{f.offset}x{f.size}" for f in plan) or "clean"
+    try:
+        r = board.run(cmd, timeout=3)
+    except shellrun.ConsoleGarbled as e:
+        wire.arm([])
+        fault_recorder.record("console", case, survived=True, lost_data=False, detail=str(e))
+        return
+    except BoardError as e:  # a wrecked prompt can look like silence; it must say so
+        wire.arm([])
+        board.needs_reboot = False  # the line, not the board, was at fault
+        fault_recorder.record("console", case, survived=True, lost_data=False, detail=str(e))
+        return
+    finally:
+        wire.arm([])
+    right = r.rc == rc and r.out == "\n".join(payload)
+    fault_recorder.record(
+        "console", case, survived=right, lost_data=not right, detail=f"rc={r.rc} out={r.out!r}"
+    )
+    assert right, f"wrong answer under {case}: rc {r.rc} (want {rc}), output {r.out!r}"
+    assert board.run("echo clean").out == "clean"
+
+
+def test_printk_storm_while_commands_run(board, fault_recorder):
+    """Kernel messages interleaved with command output, on the real line: a background writer
+    floods /dev/kmsg (printed on the console at warning level) while commands run. With
+    printk.time=1 (the lab's command line) the host takes them out of the answer; whatever
+    still does not verify must fail clearly."""
+    board.check("echo 8 > /proc/sys/kernel/printk")
+    storm = (
+        '( i=0; while [ $i -lt 3000 ]; do echo "<4>storm $i $i $i $i $i" > /dev/kmsg; '
+        "usleep 3000; i=$((i+1)); done ) >/dev/null 2>&1 & echo $! > /tmp/storm.pid"
+    )
+    try:  # the storm starts at once: this very command's answer may not verify
+        board.run(storm)
+    except shellrun.ConsoleGarbled:
+        pass
+    assert board.check("cat /tmp/storm.pid").strip().isdigit()
+    answers, clear_failures = 0, 0
+    for n in range(40):
+        want = "\n".join(f"{n}-{k}-{'y' * 40}" for k in range(8))
+        cmd = f"for k in 0 1 2 3 4 5 6 7; do echo {n}-$k-{'y' * 40}; done; exit {n % 4}"
+        try:
+            r = board.run(cmd, timeout=10)
+        except shellrun.ConsoleGarbled as e:
+            clear_failures += 1
+            fault_recorder.record("console", f"printk storm #{n}", True, False, str(e))
+            continue
+        right = r.rc == n % 4 and r.out == want
+        fault_recorder.record("console", f"printk storm #{n}", right, not right, r.out[-200:])
+        assert right, f"wrong answer during the storm: rc {r.rc}, output {r.out!r}"
+        answers += 1
+    board.check("kill $(cat /tmp/storm.pid) 2>/dev/null; echo 7 4 1 7 > /proc/sys/kernel/printk")
+    assert answers > 0, "no command got through a printk storm at all"
+    stormy = board.console_since(0).count(b"storm ")
+    assert stormy > 100, f"the storm did not reach the console ({stormy} lines)"
