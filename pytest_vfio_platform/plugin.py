@@ -217,10 +217,13 @@ def lab(lab_session: LabSession) -> Lab:
 def board(lab_session: LabSession, request: pytest.FixtureRequest) -> Iterator:
     """The lab's board booted into the test's variant (marker), with per-test evidence:
     console slice, dmesg delta, taint before/after."""
+    failure = None
     try:
         b = lab_session.board(_variant(request.node))
     except VfioPlatformError as e:
-        pytest.fail(str(e), pytrace=False)
+        failure = str(e)
+    if failure is not None:  # outside the except: no "during handling of" echo of the same text
+        pytest.fail(failure, pytrace=False)
     ev = TestEvidence.start(b, request.node.nodeid)
     request.node.stash[EVIDENCE_KEY] = ev
     params = getattr(request.node, "callspec", None)

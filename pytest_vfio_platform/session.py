@@ -7,6 +7,8 @@ otherwise be retried by every test, turning one clear error into an hour of the 
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +79,32 @@ class LabSession:
         return [self._board.name()] if self._board is not None else []
 
     def close(self) -> None:
+        """Power the board off and make sure nothing this session started keeps running."""
         if self._board is not None:
             self._board.close()
             self._board = None
+        for pid, args in processes_naming(self.rundir, "qemu-system"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self.say(f"killed a process left behind by this session: {pid} {args[:120]}")
+
+
+def processes_naming(path: Path, program: str) -> list[tuple[int, str]]:
+    """Processes running program whose command line names path (QEMU's sockets live in the
+    run directory, so this finds a session's boards and nothing of anybody else's — nor the
+    `timeout`/shell that started pytest with --run-dir on its own command line)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = b" ".join(argv).decode(errors="replace")
+        if Path(argv[0].decode(errors="replace")).name.startswith(program) and str(path) in args:
+            found.append((int(proc.name), args))
+    return found
 
 
 @dataclass

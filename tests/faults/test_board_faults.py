@@ -20,6 +20,7 @@ import pytest
 from pytest_vfio_platform import shellrun
 from pytest_vfio_platform.errors import BoardError
 from pytest_vfio_platform.gate import read_junit
+from pytest_vfio_platform.session import processes_naming
 
 pytestmark = pytest.mark.faults
 
@@ -75,16 +76,7 @@ SESSION = textwrap.dedent(
 
 
 def _qemus(rundir: Path) -> list[str]:
-    """QEMU processes of the run in rundir (their command lines name its sockets)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in args and str(rundir) in args:
-            found.append(f"{proc.name}: {args[:200]}")
-    return found
+    return [f"{pid}: {args[:200]}" for pid, args in processes_naming(rundir, "qemu-system")]
 
 
 @pytest.mark.hil
@@ -135,5 +127,7 @@ def test_panic_and_killed_qemu_are_categorised_and_the_session_goes_on(
         "killed", "SIGTERM mid-test: no QEMU left", not orphans, False, str(orphans)
     )
     assert not orphans, f"QEMU left running after SIGTERM: {orphans}"
+    # ... and not because the session's last-resort sweep had to kill it
+    assert "left behind" not in out, out[-2000:]
     assert rc != 0 and ("KeyboardInterrupt" in out or "terminated by signal" in out), out[-2000:]
     fault_recorder.record("killed", "SIGTERM ends the session cleanly", True, False, f"rc={rc}")
