@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vfio_platform.provision import KernelChoice, boot_files
 from pytest_vfio_platform.rack.local import LocalRack, client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,9 @@ def _board_running(rack: LocalRack, place: str) -> bool:
 
 
 def test_sigkilled_run_leaves_no_lock_and_the_board_off(own_rack, tmp_path):
+    # build (or find) the boot files first: on a cold cache the run would spend minutes
+    # building before it ever reserves a place
+    boot_files(own_rack.lab, "default", KernelChoice.parse("patched"))
     addr = own_rack.coordinator
     run = subprocess.Popen(
         [
