@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import LabError
-from .local import client
+from .cli import client
 
 WAIT_REPORT_SECONDS = 15.0
 

@@ -29,27 +29,12 @@ import yaml
 
 from ..errors import LabError
 from ..lab import Lab, load
-
-VENV_BIN = Path(sys.executable).parent
+from .cli import client, tool
 
 
 def default_dir() -> Path:
     # short: unix socket paths of the boards live below it (108-byte limit)
     return Path(os.environ.get("VFIO_RACK_DIR", f"/tmp/vfio-rack-{os.getuid()}"))
-
-
-def _tool(name: str) -> str:
-    p = VENV_BIN / name
-    return str(p) if p.exists() else name
-
-
-def client(coordinator: str, *args: str, check: bool = True, timeout: float = 60) -> str:
-    """One labgrid-client call; its own error text on failure."""
-    cmd = [_tool("labgrid-client"), "-x", coordinator, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise LabError(f"labgrid-client {' '.join(args)}: {(r.stderr or r.stdout).strip()}")
-    return r.stdout
 
 
 def _alive(pid: int) -> bool:
@@ -120,7 +105,7 @@ class LocalRack:
             cdir = self.dir / "coordinator"
             cdir.mkdir(exist_ok=True)
             pids["coordinator"] = _spawn(
-                [_tool("labgrid-coordinator"), "-l", self.coordinator],
+                [tool("labgrid-coordinator"), "-l", self.coordinator],
                 self.dir / "coordinator.log",
                 cwd=cdir,
             )
@@ -157,7 +142,7 @@ class LocalRack:
             cfg.write_text(yaml.safe_dump(self.exporter_config()))
             pids["exporter"] = _spawn(
                 [
-                    _tool("labgrid-exporter"),
+                    tool("labgrid-exporter"),
                     "-c",
                     self.coordinator,
                     "--name",

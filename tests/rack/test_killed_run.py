@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pytest_vfio_platform.provision import KernelChoice, boot_files
-from pytest_vfio_platform.rack.local import LocalRack, client
+from pytest_vfio_platform.rack.cli import client
+from pytest_vfio_platform.rack.local import LocalRack
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.build  # the run boots the real kernel (cached after the first build)

@@ -16,8 +16,8 @@ import pytest
 
 from pytest_vfio_platform.board import free_port
 from pytest_vfio_platform.errors import LabError
+from pytest_vfio_platform.rack.cli import client, tool
 from pytest_vfio_platform.rack.lease import PlaceLease
-from pytest_vfio_platform.rack.local import _tool, client
 
 TAGS = {"rack": "test", "board": "qemu-virt"}
 
@@ -26,7 +26,7 @@ TAGS = {"rack": "test", "board": "qemu-virt"}
 def coordinator(tmp_path):
     addr = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [_tool("labgrid-coordinator"), "-l", addr],
+        [tool("labgrid-coordinator"), "-l", addr],
         cwd=tmp_path,
         stdout=open(tmp_path / "coordinator.log", "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
