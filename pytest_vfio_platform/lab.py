@@ -9,6 +9,7 @@ labgrid would only miss at the first boot, after minutes of building.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -91,6 +92,23 @@ class RackSpec:
 
 
 BOOT_METHODS = ("fastboot-net", "fastboot-usb")
+
+
+def with_place(lab: Lab, spec: str) -> Lab:
+    """--place: a place name (the coordinator matches tag `name`) or TAG=VALUE pairs,
+    replacing the lab's rack.tags for this run."""
+    if lab.rack is None:
+        raise LabError(f"--place {spec}: lab {lab.name} is not a rack ({lab.path})")
+    tags: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        k, eq, v = part.partition("=")
+        k, v = (k, v) if eq else ("name", k)
+        if not re.fullmatch(r"[a-z][a-z0-9_]+", k) or not re.fullmatch(r"[a-z0-9_-]+", v):
+            raise LabError(f"--place {spec}: {part!r} is not NAME or TAG=VALUE (a-z, 0-9, _ -)")
+        tags[k] = v
+    if not tags:
+        raise LabError(f"--place {spec!r}: empty")
+    return dataclasses.replace(lab, rack=dataclasses.replace(lab.rack, tags=tags))
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 from . import report
 from .errors import VfioPlatformError
 from .images.cache import ArtifactCache
-from .lab import Lab, load
+from .lab import Lab, available_labs, load, with_place
 from .session import LabSession, TestEvidence
 
 LAB_KEY = pytest.StashKey[Lab | None]()
@@ -27,8 +27,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--lab",
         metavar="NAME|PATH",
-        help="lab to run HIL tests on: a name from labs/ (qemu, ...) or a lab YAML path; "
-        "without it HIL tests are skipped",
+        help=f"lab to run HIL tests on: a name from labs/ ({', '.join(available_labs())}) or "
+        "a lab YAML path; without it HIL tests are skipped",
     )
     g.addoption(
         "--kernel",
@@ -42,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="kernel source to build from: a tree or tarball (default: Debian's "
         "/usr/src/linux-source-6.12.tar.xz)",
+    )
+    g.addoption(
+        "--place",
+        metavar="NAME|TAG=VALUE[,...]",
+        help="rack labs: which place to reserve, by name or by tags (default: the lab's "
+        "rack.tags); e.g. --place board-2 or --place soc=gs101,board=pixel6",
     )
     g.addoption(
         "--lab-health",
@@ -76,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if lab_opt:
         try:
             lab = load(lab_opt)
+            if config.getoption("place"):
+                lab = with_place(lab, config.getoption("place"))
             from .provision import KernelChoice
 
             choice = KernelChoice.parse(config.getoption("kernel"), config.getoption("kernel_src"))

@@ -141,3 +141,11 @@ def test_killed_holder_leaves_no_stale_lock(coordinator, sig):
     p.wait(30)
     assert wait_free(coordinator) == [], f"{place} still locked after {sig.name}"
     assert "board" not in client(coordinator, "reservations")
+
+
+def test_a_place_is_reserved_by_name(coordinator):
+    """--place NAME: the coordinator matches the tag `name` against place names."""
+    lease = PlaceLease(coordinator, {"name": "board-2"})
+    assert lease.acquire(timeout=30) == "board-2"
+    lease.release()
+    assert holders(coordinator) == []

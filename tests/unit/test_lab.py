@@ -153,3 +153,19 @@ def test_inherit_unknown_or_looping(tmp_path):
     b.write_text(f"name: b\ninherit: {a}\n")
     with pytest.raises(LabError, match="inheritance loop"):
         load(str(a))
+
+
+def test_place_option_by_name_or_tags():
+    from pytest_vfio_platform.lab import with_place
+
+    lab = load("local-rack")
+    assert with_place(lab, "board-2").rack.tags == {"name": "board-2"}
+    assert with_place(lab, "soc=gs101,board=pixel6").rack.tags == {
+        "soc": "gs101",
+        "board": "pixel6",
+    }
+    for bad in ("", "Board", "soc=a b", "=x"):
+        with pytest.raises(LabError, match="--place"):
+            with_place(lab, bad)
+    with pytest.raises(LabError, match="not a rack"):
+        with_place(load("qemu"), "board-1")
