@@ -138,12 +138,15 @@ def test_rtc_time_tracks_outside_and_alarm_fires(board, guest, lab):
     assert abs(t_guest - time.time()) < 10, f"guest RTC {t_guest} vs outside {time.time():.0f}"
     irq0 = guest_irq_count(guest, r"pl031|rtc-pl031")
     guest.check("echo 0 > /sys/class/rtc/rtc0/wakealarm; echo +2 > /sys/class/rtc/rtc0/wakealarm")
+    alarm = int(guest.check("cat /sys/class/rtc/rtc0/wakealarm"))
+    # Wall-clock bounds are not the point (two nested boards on two cores stretch every
+    # poll): the interrupt must arrive, and only once the RTC has reached the match value.
     t0 = time.monotonic()
     fired = None
-    while time.monotonic() - t0 < 10:
+    while time.monotonic() - t0 < 30:
         if guest_irq_count(guest, r"pl031|rtc-pl031") > irq0:
-            fired = time.monotonic() - t0
+            fired = int(guest.check("cat /sys/class/rtc/rtc0/since_epoch"))
             break
         time.sleep(0.2)
     assert fired is not None, "the RTC alarm interrupt never arrived in the guest"
-    assert 0.5 < fired < 4.5, f"alarm set 2 s ahead fired after {fired:.1f}s"
+    assert fired >= alarm, f"the alarm for {alarm} fired at RTC time {fired}: early"
