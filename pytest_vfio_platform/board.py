@@ -63,11 +63,20 @@ class VfioBoardStrategy(Strategy):
             self.target.activate(self.power)
             self.power.off()
         elif status == Status.shell:
+            self._preflight()
             self.transition(Status.off)
             self.target.activate(self.console)
             self.power.on()
+            self._boot()
             self.target.activate(self.shell)
         self.status = status
+
+    def _preflight(self) -> None:
+        """Check what booting needs before touching the board."""
+
+    def _boot(self) -> None:
+        """Between power-on and the shell prompt: nothing for a board that boots by itself
+        (QEMU with -kernel); a rack board is sent its boot image here."""
 
 
 def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_port: int) -> dict:

@@ -190,8 +190,9 @@ def _fsync_tree(d: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never a torn one."""
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write a file so that readers see the old content or the new, never a torn one.
+    mode: permissions of the result (default: mkstemp's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -199,6 +200,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -52,17 +52,16 @@ Which entry is the VM DTBO: nothing in the table says so by itself. What the sou
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import subprocess
-import tempfile
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
 from ..errors import SetupError, VfioPlatformError
+from .cache import atomic_write
 from .tools import require
 
 DT_TABLE_MAGIC = 0xD7B7AB1E
@@ -316,18 +315,7 @@ def _u32(value: object, what: str) -> int:
 def _atomic_write(out: Path, data: bytes) -> None:
     """Readers (a flashing step, a parallel test) see no image or the whole one. 0644, not
     mkstemp's 0600, so a labgrid exporter running as another user can serve it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, data, mode=0o644)
 
 
 def build_dt_table(

@@ -14,10 +14,9 @@ import attr
 import yaml
 from labgrid import Environment
 from labgrid.factory import target_factory
-from labgrid.step import step
-from labgrid.strategy import Strategy, StrategyError, never_retry
+from labgrid.strategy import StrategyError
 
-from ..board import Board, GuestConsole, Status, guest_target
+from ..board import Board, GuestConsole, VfioBoardStrategy, guest_target
 from ..errors import BoardError
 from ..images.bootimg import make_boot_img
 from ..images.cache import Hasher
@@ -29,44 +28,21 @@ from .lease import PlaceLease
 
 @target_factory.reg_driver
 @attr.s(eq=False)
-class RackBoardStrategy(Strategy):
-    """off -> shell: power off, power on (the board waits in its bootloader), `fastboot boot`
-    the boot.img, wait for the shell prompt. The console is attached before power-on so the
-    whole boot is recorded."""
+class RackBoardStrategy(VfioBoardStrategy):
+    """off -> shell as VfioBoardStrategy (the console is attached before power-on, so the
+    whole boot is recorded), with the board in its bootloader after power-on: `fastboot boot`
+    the boot.img."""
 
-    bindings = {
-        "power": "PowerProtocol",
-        "console": "ConsoleProtocol",
-        "fastboot": "AndroidFastbootDriver",
-        "shell": "ShellDriver",
-    }
-    status = attr.ib(default=Status.unknown)
+    bindings = {**VfioBoardStrategy.bindings, "fastboot": "AndroidFastbootDriver"}
     boot_image = attr.ib(default=None)
 
-    @never_retry
-    @step(args=["status"])
-    def transition(self, status, *, step):  # noqa: ANN001 - labgrid's signature
-        if not isinstance(status, Status):
-            status = Status[status]
-        if status == Status.unknown:
-            raise StrategyError(f"can not transition to {status}")
-        if status == self.status:
-            step.skip("nothing to do")
-            return
-        if status == Status.off:
-            self.target.deactivate(self.shell)
-            self.target.activate(self.power)
-            self.power.off()
-        elif status == Status.shell:
-            if self.boot_image is None:
-                raise StrategyError("no boot image set")
-            self.transition(Status.off)
-            self.target.activate(self.console)
-            self.power.on()
-            self.target.activate(self.fastboot)
-            self.fastboot.boot(str(self.boot_image))
-            self.target.activate(self.shell)
-        self.status = status
+    def _preflight(self) -> None:
+        if self.boot_image is None:
+            raise StrategyError("no boot image set")
+
+    def _boot(self) -> None:
+        self.target.activate(self.fastboot)
+        self.fastboot.boot(str(self.boot_image))
 
 
 class RackBoard(Board):

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from ..images.bootimg import unpack_boot_img
+from ..images.cache import atomic_write
 from .fastbootd import FastbootServer
 from .pty import PtyRelay
 from .qmp import Qmp, QmpError
@@ -201,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": f"http://127.0.0.1:{http.server_address[1]}",
         "fastboot_port": fastboot_port,
     }
-    tmp = a.dir / "state.json.tmp"
-    tmp.write_text(json.dumps(state))
-    tmp.rename(a.dir / "state.json")
+    atomic_write(a.dir / "state.json", json.dumps(state).encode())
 
     def stop(signum: int, frame: object) -> None:  # noqa: ARG001
         threading.Thread(target=http.shutdown, daemon=True).start()

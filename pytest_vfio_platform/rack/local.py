@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import LabError
+from ..images.cache import atomic_write
 from ..lab import Lab, load
 from .cli import client, tool
 
@@ -89,9 +90,7 @@ class LocalRack:
             return {}
 
     def _save(self, pids: dict[str, int]) -> None:
-        tmp = self.pidfile.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pids, indent=1))
-        tmp.rename(self.pidfile)
+        atomic_write(self.pidfile, json.dumps(pids, indent=1).encode())
 
     def up(self, wait: float = 30.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

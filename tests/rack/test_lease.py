@@ -52,6 +52,14 @@ def holders(addr: str) -> list[str]:
     return [line.split()[2] for line in lines if line.strip()]
 
 
+def hold_both(addr: str) -> list[PlaceLease]:
+    """Both places of the test rack acquired, as other users would hold them."""
+    held = [PlaceLease(addr, TAGS) for _ in range(2)]
+    for lease in held:
+        lease.acquire(timeout=30)
+    return held
+
+
 def wait_free(addr: str, timeout: float = 20) -> list[str]:
     end = time.monotonic() + timeout
     while holders(addr) and time.monotonic() < end:
@@ -72,9 +80,7 @@ def test_two_leases_get_two_places_and_release_them(coordinator):
 
 def test_busy_rack_waits_visibly_then_times_out_naming_holders(coordinator, monkeypatch):
     monkeypatch.setattr("pytest_vfio_platform.rack.lease.WAIT_REPORT_SECONDS", 2.0)
-    held = [PlaceLease(coordinator, TAGS) for _ in range(2)]
-    for lease in held:
-        lease.acquire(timeout=30)
+    held = hold_both(coordinator)
     said: list[str] = []
     third = PlaceLease(coordinator, TAGS, say=said.append)
     with pytest.raises(LabError) as e:
@@ -88,9 +94,7 @@ def test_busy_rack_waits_visibly_then_times_out_naming_holders(coordinator, monk
 
 def test_waiting_session_gets_the_place_when_it_is_released(coordinator, monkeypatch):
     monkeypatch.setattr("pytest_vfio_platform.rack.lease.WAIT_REPORT_SECONDS", 1.0)
-    held = [PlaceLease(coordinator, TAGS) for _ in range(2)]
-    for lease in held:
-        lease.acquire(timeout=30)
+    held = hold_both(coordinator)
     said: list[str] = []
     waiter = PlaceLease(coordinator, TAGS, say=said.append)
     import threading
