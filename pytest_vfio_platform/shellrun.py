@@ -94,20 +94,26 @@ class CheckedShell:
 
     @staticmethod
     def _send(console, prompt: str, cmd: str, timeout: float) -> str | None:  # noqa: ANN001
-        """The text between the run markers; "" when the prompt came back but the markers
-        did not (garbled); None when nothing came back in time."""
+        """The text between this exchange's run markers; "" when this exchange's prompt came
+        back with one of its markers broken (garbled); None when neither came back in time.
+
+        Every pattern is anchored on this exchange's own marker. A bare prompt is never
+        taken as the end of an answer: a prompt left over from an earlier exchange (a
+        command that outlived its timeout, a read-back that raced a late answer, an extra
+        newline) would then end this exchange before its answer arrived, and every later
+        exchange would be one prompt behind for good. Whatever an earlier exchange left on
+        the line sits before this exchange's first marker and is skipped with it."""
         marker = gen_marker()
         console.sendline(f"MARKER='{marker[:4]}''{marker[4:]}' run {shlex.quote(cmd)}")
+        # a tie on the start goes to the first pattern: the whole answer wins over the
+        # partial one whenever both markers are intact
+        answer = rf"{marker}(.*){marker}\s+(\d+)\s+{prompt}"
+        partial = rf"{marker}.*?{prompt}"  # one marker broken: first or second
         try:
-            index, _, match, _ = console.expect(
-                [rf"{marker}(.*){marker}\s+(\d+)\s+{prompt}", prompt], timeout=timeout
-            )
+            index, _, match, _ = console.expect([answer, partial], timeout=timeout)
         except TIMEOUT:
             return None
         if index != 0:
-            # the prompt came back without intact markers; let the line settle so the rest
-            # of this answer is not taken for the next one
-            time.sleep(0.05)
             return ""
         return match.group(1).decode("utf-8", "replace")
 
