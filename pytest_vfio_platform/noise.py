@@ -29,15 +29,20 @@ class FaultyConsole:
     inner: object
     faults: list[Fault] = field(default_factory=list)
     seen: int = 0  # bytes received since arming
-    applied: int = 0
 
     def __post_init__(self) -> None:
         self._expect = PtxExpect(self)
         self._pending = sorted(self.faults, key=lambda f: f.offset)
+        self._done: list[Fault] = []
 
     def arm(self, faults: list[Fault]) -> None:
         self._pending = sorted(faults, key=lambda f: f.offset)
-        self.seen = self.applied = 0
+        self._done = []
+        self.seen = 0
+
+    def applied_faults(self) -> list[Fault]:
+        """The faults that hit the traffic since arming (a fault past its end never did)."""
+        return list(self._done)
 
     def read(self, size: int = 1, timeout: float = 0.0, max_size: int | None = None) -> bytes:
         data = self.inner.read(size=size, timeout=timeout, max_size=max_size)
@@ -50,7 +55,7 @@ class FaultyConsole:
             pos = self.seen + i
             if self._pending and self._pending[0].offset <= pos:
                 f = self._pending.pop(0)
-                self.applied += 1
+                self._done.append(f)
                 if f.kind == "drop":
                     i += f.size
                     continue

@@ -206,6 +206,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if health is not None:
         terminalreporter.write_sep("-", "lab health")
         terminalreporter.write_line(health.line())
+        if not health.ok:
+            terminalreporter.write_line(
+                "lab health: the board is offline; its tests did not run, so this run is not a "
+                "pass (exit 1)",
+                red=True,
+            )
 
 
 @pytest.fixture(scope="session")
@@ -268,7 +274,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """environment.properties and categories.json into the Allure results directory."""
+    """An offline board fails the run (its tests were skipped, not passed); then
+    environment.properties and categories.json into the Allure results directory."""
+    health = session.config.stash.get(HEALTH_KEY, None)
+    if health is not None and not health.ok and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     alluredir = getattr(session.config.option, "allure_report_dir", None)
     lab_session = session.config.stash.get(SESSION_KEY, None)
     if not alluredir or lab_session is None:

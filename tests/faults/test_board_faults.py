@@ -38,12 +38,19 @@ def test_stopped_board_is_detected_within_bound_and_power_cycled(
     with pytest.raises(BoardError) as e:
         board.run("sleep 2; echo finished", timeout=timeout)
     took = time.monotonic() - t0
-    ok = "board hung" in str(e.value) and took < bound and board.needs_reboot
-    fault_recorder.record("hang/panic", "QMP stop mid-command", ok, False, f"{took:.1f}s {e.value}")
-    assert ok, f"hang detected after {took:.1f}s (bound {bound:.0f}s): {e.value}"
-    fresh = lab_session.board("default")
-    assert fresh.check("echo alive").strip() == "alive"
-    fault_recorder.record("hang/panic", "power-cycled after the hang", True, False)
+    detected = "board hung" in str(e.value) and took < bound and board.needs_reboot
+    # recovery is part of the case: survived only once the power-cycled board answers
+    after = ""
+    try:
+        alive = lab_session.board("default").check("echo alive").strip() == "alive"
+    except BoardError as err:
+        alive, after = False, f"; after the power cycle: {err}"
+    ok = detected and alive
+    detail = f"{took:.1f}s, answering after the power cycle: {alive}; {e.value}{after}"
+    fault_recorder.record(
+        "hang/panic", "QMP stop mid-command, then power-cycled", ok, False, detail
+    )
+    assert ok, f"hang detected after {took:.1f}s (bound {bound:.0f}s): {detail}"
 
 
 SESSION = textwrap.dedent(

@@ -5,8 +5,10 @@ never with a wrong answer."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pytest_vfio_platform import shellrun
@@ -37,38 +39,59 @@ def noisy(board, monkeypatch):
     board.console_override = None
 
 
+# VFIO_FAULT_EXAMPLES / VFIO_FAULT_NO_SHRINK: the mutation check (test_fault_tallies.py)
+# runs this suite against a broken verifier with fewer examples and no shrinking
+EXAMPLES = int(os.environ.get("VFIO_FAULT_EXAMPLES", "300"))
+PHASES = (
+    (Phase.explicit, Phase.reuse, Phase.generate)
+    if os.environ.get("VFIO_FAULT_NO_SHRINK")
+    else tuple(Phase)
+)
+
+
+MIN_STORM_ANSWERS = 30
+
+
 @settings(
-    max_examples=300,
+    max_examples=EXAMPLES,
+    phases=PHASES,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(plan=faults, rc=st.integers(0, 3), lines=st.integers(0, 5))
 def test_noisy_line_never_yields_a_wrong_answer(noisy, fault_recorder, plan, rc, lines):
+    """A case survives only by ending the way a console fault must: the right answer, or a
+    clean ConsoleGarbled — and the board answering on a clean line afterwards. A hang or a
+    dead board is not survived (this case injected neither). Only faults that were applied
+    to the traffic make a case; a plan whose offsets lay past it is a clean control run."""
     board, wire = noisy
     payload = [f"line-{i}-{'x' * (i * 7)}" for i in range(lines)]
     cmd = "".join(f"echo {p}; " for p in payload) + f"exit {rc}"
     wire.arm(plan)
-    case = ",".join(f"{f.kind}@{f.offset}x{f.size}" for f in plan) or "clean"
+    r, ended = None, ""
     try:
         r = board.run(cmd, timeout=3)
     except shellrun.ConsoleGarbled as e:
-        wire.arm([])
-        fault_recorder.record("console", case, survived=True, lost_data=False, detail=str(e))
-        return
-    except BoardError as e:  # a wrecked prompt can look like silence; it must say so
-        wire.arm([])
-        board.needs_reboot = False  # the line, not the board, was at fault
-        fault_recorder.record("console", case, survived=True, lost_data=False, detail=str(e))
-        return
+        ended = f"garbled: {e}"
+    except BoardError as e:
+        ended = f"NOT a console outcome: {e}"
     finally:
+        applied = wire.applied_faults()
         wire.arm([])
-    right = r.rc == rc and r.out == "\n".join(payload)
-    fault_recorder.record(
-        "console", case, survived=right, lost_data=not right, detail=f"rc={r.rc} out={r.out!r}"
-    )
-    assert right, f"wrong answer under {case}: rc {r.rc} (want {rc}), output {r.out!r}"
-    assert board.run("echo clean").out == "clean"
+    case = ",".join(f"{f.kind}@{f.offset}x{f.size}" for f in applied) or "clean"
+    right = r is not None and r.rc == rc and r.out == "\n".join(payload)
+    wrong = r is not None and not right
+    try:  # recovery first: a case counts only once the board answers on a clean line
+        recovered = board.run("echo clean").out == "clean"
+    except BoardError as e:
+        recovered, ended = False, f"{ended}; no answer afterwards: {e}"
+    survived = recovered and (right or ended.startswith("garbled"))
+    if applied:
+        detail = ended or f"rc={r.rc} out={r.out!r}"
+        fault_recorder.record("console", case, survived=survived, lost_data=wrong, detail=detail)
+    assert not wrong, f"wrong answer under {case}: rc {r.rc} (want {rc}), output {r.out!r}"
+    assert survived, f"under {case}: {ended or 'no answer'}; board answering after: {recovered}"
 
 
 def test_printk_storm_while_commands_run(board, fault_recorder):
@@ -101,6 +124,17 @@ def test_printk_storm_while_commands_run(board, fault_recorder):
         assert right, f"wrong answer during the storm: rc {r.rc}, output {r.out!r}"
         answers += 1
     board.check("kill $(cat /tmp/storm.pid) 2>/dev/null; echo 7 4 1 7 > /proc/sys/kernel/printk")
-    assert answers > 0, "no command got through a printk storm at all"
+    # a verifier that gives up on every kernel line would "survive" by garbling everything:
+    # most commands must get through (kernel lines are taken out of the answer)
+    fault_recorder.record(
+        "console",
+        f"printk storm: at least {MIN_STORM_ANSWERS} of 40 answered",
+        answers >= MIN_STORM_ANSWERS,
+        False,
+        f"{answers} answered, {clear_failures} garbled",
+    )
+    assert answers >= MIN_STORM_ANSWERS, (
+        f"only {answers} of 40 commands got through the printk storm ({clear_failures} garbled)"
+    )
     stormy = board.console_since(0).count(b"storm ")
     assert stormy > 100, f"the storm did not reach the console ({stormy} lines)"

@@ -95,3 +95,47 @@ def test_junit_output(tmp_path):
     text = out.read_text()
     assert 'failures="1"' in text and 'errors="1"' in text and 'value="REGRESSION"' in text
     assert "passes on patched, fails on stock" in text
+
+
+def test_passed_then_skipped_by_the_kernel_is_a_regression_with_its_reason():
+    base = {"a": Result("a", "passed"), "b": Result("b", "passed")}
+    cand = {"a": Result("a", "skipped", "no /dev/kvm on the board"), "b": Result("b", "passed")}
+    v = decide(base, cand)
+    assert v.code == REGRESSION and v.regressions == ["a"]
+    assert "skipped on the candidate: no /dev/kvm" in v.summary("p", "c", base, cand)
+
+
+def test_passed_then_skipped_offline_is_infrastructure_never_pass():
+    base = {"a": Result("a", "passed"), "b": Result("b", "passed")}
+    off = "board qemu/main: OFFLINE — does not boot: board 'qemu' did not reach a shell"
+    cand = {n: Result(n, "skipped", off) for n in base}
+    v = decide(base, cand)
+    assert v.code == INFRASTRUCTURE and v.infrastructure == ["a", "b"]
+    assert v.errors and "nothing was checked" in v.errors[0]
+    assert "OFFLINE" in v.summary("p", "c", base, cand)
+
+
+def test_passed_then_missing_is_infrastructure():
+    base = {"a": Result("a", "passed"), "b": Result("b", "passed")}
+    cand = {"a": Result("a", "passed")}
+    v = decide(base, cand)
+    assert v.code == INFRASTRUCTURE and v.infrastructure == ["b"]
+    assert "not run on the candidate" in v.why["b"]
+    assert "candidate ran 1 tests, the baseline 2" in v.errors[0]
+
+
+def test_nothing_compared_is_never_pass():
+    assert decide({}, {}).code == INFRASTRUCTURE
+    skipped = {"a": Result("a", "skipped", "no lab")}
+    v = decide(skipped, dict(skipped))
+    assert v.code == INFRASTRUCTURE and v.compared == 0 and v.errors
+
+
+def test_unsound_comparison_is_an_error_in_junit(tmp_path):
+    base = {"t.py::a": Result("t.py::a", "passed")}
+    v = decide(base, {})
+    out = tmp_path / "gate.xml"
+    write_junit(out, v, base, {}, "patched", "cand")
+    text = out.read_text()
+    assert 'value="INFRASTRUCTURE"' in text and 'name="comparison"' in text
+    assert "not run on the candidate" in text
