@@ -56,6 +56,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "an unhealthy board is reported offline and its tests are skipped",
     )
     g.addoption(
+        "--guest-uart-bytes",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="bytes sent each way through the guest's UART (default 4096: proves integrity "
+        "and the RX interrupt path in seconds; QEMU's PL011 takes one interrupt per "
+        "received byte, so 65536 costs minutes on a loaded machine — a soak setting)",
+    )
+    g.addoption(
         "--cache-dir",
         metavar="DIR",
         help="artifact cache (kernels, initramfs, DTBs, ccache); default "

@@ -108,31 +108,33 @@ def test_printk_storm_while_commands_run(board, fault_recorder):
         board.run(storm)
     except shellrun.ConsoleGarbled:
         pass
-    assert board.check("cat /tmp/storm.pid").strip().isdigit()
     answers, clear_failures = 0, 0
-    for n in range(40):
-        want = "\n".join(f"{n}-{k}-{'y' * 40}" for k in range(8))
-        cmd = f"for k in 0 1 2 3 4 5 6 7; do echo {n}-$k-{'y' * 40}; done; exit {n % 4}"
-        try:
-            r = board.run(cmd, timeout=10)
-        except shellrun.ConsoleGarbled as e:
-            clear_failures += 1
-            fault_recorder.record("console", f"printk storm #{n}", True, False, str(e))
-            continue
-        right = r.rc == n % 4 and r.out == want
-        fault_recorder.record("console", f"printk storm #{n}", right, not right, r.out[-200:])
-        assert right, f"wrong answer during the storm: rc {r.rc}, output {r.out!r}"
-        answers += 1
-    board.check("kill $(cat /tmp/storm.pid) 2>/dev/null; echo 7 4 1 7 > /proc/sys/kernel/printk")
-    # a verifier that gives up on every kernel line would "survive" by garbling everything:
-    # most commands must get through (kernel lines are taken out of the answer)
-    fault_recorder.record(
-        "console",
-        f"printk storm: at least {MIN_STORM_ANSWERS} of 40 answered",
-        answers >= MIN_STORM_ANSWERS,
-        False,
-        f"{answers} answered, {clear_failures} garbled",
-    )
+    try:
+        assert board.check("cat /tmp/storm.pid").strip().isdigit()
+        for n in range(40):
+            want = "\n".join(f"{n}-{k}-{'y' * 40}" for k in range(8))
+            cmd = f"for k in 0 1 2 3 4 5 6 7; do echo {n}-$k-{'y' * 40}; done; exit {n % 4}"
+            try:
+                r = board.run(cmd, timeout=10)
+            except shellrun.ConsoleGarbled as e:
+                clear_failures += 1
+                fault_recorder.record("console", f"printk storm #{n}", True, False, str(e))
+                continue
+            right = r.rc == n % 4 and r.out == want
+            fault_recorder.record("console", f"printk storm #{n}", right, not right, r.out[-200:])
+            assert right, f"wrong answer during the storm: rc {r.rc}, output {r.out!r}"
+            answers += 1
+    finally:
+        # a verifier that gives up on every kernel line would "survive" by garbling
+        # everything: most commands must get through (kernel lines are taken out)
+        fault_recorder.record(
+            "console",
+            f"printk storm: at least {MIN_STORM_ANSWERS} of 40 answered",
+            answers >= MIN_STORM_ANSWERS,
+            False,
+            f"{answers} answered, {clear_failures} garbled",
+        )
+        board.run("kill $(cat /tmp/storm.pid) 2>/dev/null; echo 7 4 1 7 > /proc/sys/kernel/printk")
     assert answers >= MIN_STORM_ANSWERS, (
         f"only {answers} of 40 commands got through the printk storm ({clear_failures} garbled)"
     )

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from pytest_vfio_platform import vfio
-from pytest_vfio_platform.lab import SELF_TIMED
+from pytest_vfio_platform import booted, vfio
 from pytest_vfio_platform.stimulus import pulse
 
 pytestmark = pytest.mark.hil
@@ -46,17 +45,30 @@ def test_uapi_regions_and_irqs_match_dt(board, device, assign, path):
     assert device.bus in di["flag_names"], f"device flags {di['flag_names']} lack {device.bus}"
     assert di["num_regions"] == 1 and len(info["regions"]) == 1
     region = info["regions"][0]
-    assert region["size"] == device.mmio_size
+    node = booted_node(board, device)
+    assert region["size"] == node.reg_size, (
+        f"VFIO region of {region['size']:#x} bytes, the booted DT's reg is {node.reg_size:#x}"
+    )
     assert {"read", "write", "mmap"} <= set(region["flag_names"])
     assert di["num_irqs"] == 1
     irq = info["irqs"][0]
     assert irq["count"] == 1
-    want = {"eventfd", "maskable", "automasked"} if device.level_triggered else {"eventfd"}
+    level = node.trigger.startswith("level")
+    want = {"eventfd", "maskable", "automasked"} if level else {"eventfd"}
     assert set(irq["flag_names"]) >= want, (
-        f"irq flags {irq['flag_names']}, DT says {device.irq_trigger}"
+        f"irq flags {irq['flag_names']}, the booted DT says {node.trigger}"
     )
     if path == "group":
         assert "viable" in info["group"]["flag_names"]
+
+
+def booted_node(board, device) -> booted.DtNode:
+    """The device's node in the DT the board booted, checked against the lab YAML first:
+    the YAML is what the lab expects, the board what it has."""
+    node = booted.read_node(board, device.bus, device.sysfs)
+    want = booted.DtNode(device.mmio_base, device.mmio_size, device.irq_spi, device.irq_trigger)
+    assert node == want, f"{device.sysfs}: the board booted {node}, the lab YAML says {want}"
+    return node
 
 
 @pytest.mark.parametrize("via", ["mmap", "pread"])
@@ -78,9 +90,10 @@ def test_interrupt_arrives_on_eventfd_and_unmask_rearms(board, device, assign, l
     stim = device.stimulus
     if stim.kind == "none":
         pytest.skip(f"{device.name}: the lab names no stimulus")
+    node = booted_node(board, device)
     b = assign(device.sysfs, device.bus)
     vfio.require_bound(b)
-    count = 1 if stim.kind in SELF_TIMED else 2
+    count = 2  # the second interrupt arrives only if unmask (and the ack) re-armed the line
     ready, out = "/tmp/irq.ready", "/tmp/irq.json"
     args = [*vfio.selector(b), "--index", "0", "--timeout-ms", "8000", "--count", str(count)]
     args += ["--setup", stim.setup, "--ack", stim.ack, "--ready-file", ready]
@@ -94,6 +107,14 @@ def test_interrupt_arrives_on_eventfd_and_unmask_rearms(board, device, assign, l
             time.sleep(0.05)
         else:
             pytest.fail(f"agent never armed the interrupt: {board.run(f'cat {out}').out}")
+        line = booted.vfio_irq_line(board, device.bus, device.sysfs)
+        assert line is not None, f"no vfio-irq line for {device.sysfs}: " + board.check(
+            f"cat /sys/bus/{device.bus}/devices/{device.sysfs}/irq0; cat /proc/interrupts"
+        )
+        kind = "Level" if node.trigger.startswith("level") else "Edge"
+        assert (line.spi, line.kind) == (node.spi, kind), (
+            f"VFIO requested {line}, the booted DT says SPI {node.spi} {node.trigger}"
+        )
         for n in range(count):
             pulse(board, device, peer, n)
             time.sleep(0.3)
@@ -109,5 +130,5 @@ def test_interrupt_arrives_on_eventfd_and_unmask_rearms(board, device, assign, l
     assert res["received"] == count and not res["timed_out"], (
         f"{device.name}: {res['received']} of {count} interrupts arrived (timed out: {res['timed_out']})"
     )
-    if device.level_triggered:
+    if node.trigger.startswith("level"):
         assert res["unmask"] == "after_each_event"

@@ -1,8 +1,10 @@
-"""Guard the guard: the HIL assignment suites must FAIL on a kernel without the change.
+"""Guard the guard: the HIL assignment suites must FAIL without the change.
 
-A HIL suite that passes on the stock kernel proves nothing about the patch. This runs the
-host suites against `--kernel=stock` (same tree and config, no patches) in a child pytest and
-requires every assignment test to fail with the kernel's refusal, never to pass or skip.
+A HIL suite that passes without the patch proves nothing about it. This runs the host, guest
+and lifecycle suites in a child pytest, twice: on `--kernel=stock` (same tree and config, no
+patches) and on the patched kernel with its opt-in parameter off (a lab that inherits the
+QEMU lab with `allow_nodma_emulated=0`). Every test must fail or error with the "change
+absent" explanation; none may pass or skip.
 """
 
 import subprocess
@@ -11,49 +13,63 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.hil
+ROOT = Path(__file__).resolve().parents[2]
+SUITES = [
+    "tests/hil/test_host_assign.py",
+    "tests/hil/test_guest.py",
+    "tests/hil/test_guest_lifecycle.py",
+]
+ABSENT = "emulated-IOMMU change is absent"
 
 
-def test_host_suite_fails_on_stock_kernel(lab_session, tmp_path):
+def param_off_lab(lab_session, tmp_path: Path) -> Path:
+    args = lab_session.lab.board.vfio_args.replace(
+        "allow_nodma_emulated=1", "allow_nodma_emulated=0"
+    )
+    assert "allow_nodma_emulated=0" in args, f"the lab's vfio_args do not opt in: {args!r}"
+    path = tmp_path / "param-off.yaml"
+    doc = {"name": "param-off", "inherit": str(lab_session.lab.path), "board": {"vfio_args": args}}
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def outcomes(junit: Path) -> dict[str, tuple[str, str]]:
+    out = {}
+    for c in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{c.get('classname')}::{c.get('name')}"
+        for tag in ("failure", "error", "skipped"):
+            el = c.find(tag)
+            if el is not None:
+                out[name] = (tag, (el.get("message") or "") + (el.text or ""))
+                break
+        else:
+            out[name] = ("passed", "")
+    return out
+
+
+@pytest.mark.parametrize("without", ["stock", "param-off"])
+def test_assignment_suites_fail_without_the_change(lab_session, tmp_path, without):
     if lab_session.choice.kind == "stock":
         pytest.skip("already running on the stock kernel")
-    junit = tmp_path / "stock.xml"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--lab={lab_session.lab.path}",
-        "--kernel=stock",
-        f"--run-dir={tmp_path / 'run'}",
-        f"--junitxml={junit}",
-        "tests/hil/test_host_assign.py",
-    ]
+    junit = tmp_path / "without.xml"
+    if without == "stock":
+        lab, kernel = str(lab_session.lab.path), "--kernel=stock"
+    else:
+        lab, kernel = str(param_off_lab(lab_session, tmp_path)), "--kernel=patched"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--lab={lab}", kernel]
+    cmd += [f"--run-dir={tmp_path / 'run'}", f"--junitxml={junit}", *SUITES]
     if lab_session.choice.source:
         cmd.append(f"--kernel-src={lab_session.choice.source}")
-    root = Path(__file__).resolve().parents[2]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=root)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert junit.is_file(), f"child pytest wrote no report:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
-    cases = ET.parse(junit).getroot().iter("testcase")
-    outcome = {}
-    for c in cases:
-        name = c.get("name")
-        fail = c.find("failure")
-        if fail is not None:
-            outcome[name] = ("failed", fail.get("message", "") + (fail.text or ""))
-        elif c.find("error") is not None:
-            outcome[name] = ("error", c.find("error").get("message", ""))
-        elif c.find("skipped") is not None:
-            outcome[name] = ("skipped", "")
-        else:
-            outcome[name] = ("passed", "")
-    assert outcome, "no test ran on the stock kernel"
-    bad = {n: o for n, (o, _) in outcome.items() if o != "failed"}
-    assert not bad, f"on the stock kernel these did not fail: {bad}"
-    unexplained = [
-        n for n, (_, msg) in outcome.items() if "emulated-IOMMU change is absent" not in msg
-    ]
-    assert not unexplained, f"failed without saying the change is absent: {unexplained}"
+    got = outcomes(junit)
+    for suite in SUITES:
+        mod = suite.removesuffix(".py").replace("/", ".")
+        assert any(n.startswith(mod + "::") for n in got), f"no test of {suite} ran ({without})"
+    bad = {n: o for n, (o, _) in got.items() if o not in ("failure", "error")}
+    assert not bad, f"without the change ({without}) these did not fail: {bad}"
+    unexplained = [n for n, (_, msg) in got.items() if ABSENT not in msg]
+    assert not unexplained, f"failed without saying the change is absent ({without}): {unexplained}"
