@@ -187,7 +187,11 @@ def attempt(path: Path, data: bytes) -> tuple[object | None, str | None, BaseExc
         return None, None, e
 
 
-MESSAGE = re.compile(r"(?P<loc>top level|line \d+(, column \d+)?|[^:\s][^:]*?): (?P<what>\S.*)")
+# a key path may hold a colon not followed by a space (a key `offset:0xfe0` after a byte
+# deletion joined it with its value): the location ends at the first ": "
+MESSAGE = re.compile(
+    r"(?P<loc>top level|line \d+(, column \d+)?|(?:[^:\s]|:(?!\s))(?:[^:]|:(?!\s))*?): (?P<what>\S.*)"
+)
 
 
 def where(msg: str, path: Path) -> str | None:
@@ -205,10 +209,15 @@ def judge(
     path: Path,
     data: bytes,
     check: Callable[[object | None, str | None, str | None], str | None],
+    loaded_counts: bool = True,
 ) -> None:
     """Load, let `check(lab, message, location)` say what is wrong (None: nothing), record
-    the case and fail the test with the reason."""
+    the case and fail the test with the reason. loaded_counts=False: where any input may
+    be valid, one that loads is no fault case (it proves nothing survived) and is not
+    recorded; only the ones refused are, by their message."""
     lab, msg, exc = attempt(path, data)
+    if not loaded_counts and exc is None and msg is None:
+        return
     if exc is not None:
         problem = f"{type(exc).__name__} escaped lab.load: {exc}"
     elif msg is not None and where(msg, path) is None:
@@ -560,6 +569,7 @@ def test_lab_with_a_random_subtree(path, value, lab_file, fault_recorder):
         lab_file,
         dump(doc),
         lambda lab, msg, err: None,
+        loaded_counts=False,
     )
 
 

@@ -26,7 +26,7 @@ ABSENT = "emulated-IOMMU change is absent"
 
 
 def param_off_lab(lab_session, tmp_path: Path) -> Path:
-    args = lab_session.lab.board.vfio_args.replace(
+    args = lab_session.lab.variants["default"].vfio_args.replace(
         "allow_nodma_emulated=1", "allow_nodma_emulated=0"
     )
     assert "allow_nodma_emulated=0" in args, f"the lab's vfio_args do not opt in: {args!r}"
