@@ -9,8 +9,10 @@ inventory's nodes — the same render_edits the host uses for the board's DT.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+from dataclasses import dataclass
 
 from ..board import Board
 from ..errors import BoardError
@@ -68,8 +70,22 @@ def guest_dt_edits(devices: list[Device]) -> list[DtEdit]:
     return edits
 
 
+# QEMU's own record of how it delivers each assigned interrupt: irqfd (KVM injects, with a
+# resample fd for level IRQs) is set up once per IRQ; the userspace path logs every
+# interrupt QEMU read from the VFIO eventfd and injected itself.
+IRQFD_EVENTS = (
+    "vfio_platform_start_level_irqfd_injection",
+    "vfio_platform_start_edge_irqfd_injection",
+)
+USERSPACE_EVENT = "vfio_platform_intp_interrupt"
+TRACE_LOG = "/tmp/l2-trace.log"
+
+
 def qemu_command(devices: list[Device], console: str = "/dev/hvc0") -> list[str]:
     cmd = [QEMU, *MACHINE, "-display", "none", "-nodefaults", "-no-user-config"]
+    for ev in (*IRQFD_EVENTS, USERSPACE_EVENT, "vfio_platform_realize"):
+        cmd += ["-trace", f"enable={ev}"]
+    cmd += ["-D", TRACE_LOG]
     cmd += ["-serial", console, "-nic", "none"]
     cmd += ["-kernel", f"{GUEST_DIR}/Image", "-initrd", f"{GUEST_DIR}/initramfs.cpio"]
     cmd += ["-dtb", "/tmp/l2.dtb", "-append", "console=ttyAMA0"]
@@ -140,6 +156,11 @@ class QemuGuest:
             raise AssertionError(f"command failed in the guest (rc={r.rc}): {cmd}\n{r.out}")
         return r.out
 
+    def irq_paths(self) -> IrqPaths:
+        """How this guest's VMM delivered the assigned interrupts so far (from its trace)."""
+        text = self.board.check(f"cat {TRACE_LOG} 2>/dev/null; true")
+        return IrqPaths.parse(text, len(self.devices))
+
     def alive(self) -> bool:
         return self.pid is not None and self.board.run(f"kill -0 {self.pid} 2>/dev/null").rc == 0
 
@@ -159,6 +180,35 @@ class QemuGuest:
         raise BoardError(
             f"guest VMM pid {self.pid} survived SIGKILL for {timeout:.0f}s",
             str(self.board.console_log),
+        )
+
+
+@dataclass
+class IrqPaths:
+    """The interrupt path QEMU used: irqfd set up per assigned IRQ, or its userspace path
+    (every interrupt read and injected by QEMU itself, counted per eventfd)."""
+
+    irqs: int  # assigned IRQs (one per device here)
+    irqfd: list[str]  # one trace line per IRQ that got irqfd
+    userspace: dict[str, int]  # eventfd -> interrupts QEMU injected from userspace
+
+    @classmethod
+    def parse(cls, text: str, irqs: int) -> IrqPaths:
+        irqfd = [ln.strip() for ln in text.splitlines() if any(e in ln for e in IRQFD_EVENTS)]
+        userspace: dict[str, int] = {}
+        for m in re.finditer(rf"{USERSPACE_EVENT}\b.*?fd = (\d+)", text):
+            userspace[m.group(1)] = userspace.get(m.group(1), 0) + 1
+        return cls(irqs, irqfd, userspace)
+
+    def summary(self) -> str:
+        path = (
+            f"irqfd for {len(self.irqfd)} of {self.irqs} assigned IRQs"
+            if self.irqfd
+            else f"QEMU userspace for all {self.irqs} assigned IRQs (no irqfd set up)"
+        )
+        counts = ", ".join(f"eventfd {fd}: {n}" for fd, n in sorted(self.userspace.items()))
+        return f"{path}; interrupts injected by QEMU itself: {sum(self.userspace.values())}" + (
+            f" ({counts})" if counts else ""
         )
 
 

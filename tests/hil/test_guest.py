@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pytest_vfio_platform import vfio
+from pytest_vfio_platform import report, vfio
 from pytest_vfio_platform.guest import slots
 from pytest_vfio_platform.guest.qemu import QemuGuest
 
@@ -214,3 +214,15 @@ def test_rtc_time_tracks_outside_and_alarm_fires(board, guest, lab):
         time.sleep(0.2)
     assert fired is not None, "the RTC alarm interrupt never arrived in the guest"
     assert fired >= alarm, f"the alarm for {alarm} fired at RTC time {fired}: early"
+
+
+def test_interrupt_path_is_reported(board, guest):
+    """Last in the module, after the interrupts the tests above caused: which path QEMU used
+    for them (irqfd or its userspace path, from QEMU's own trace), attached to the report.
+    QEMU 10.0 with GICv3 sets up no irqfd for vfio-platform, so today it is userspace."""
+    paths = guest.irq_paths()
+    report.attach_text("interrupt path (QEMU trace)", paths.summary())
+    print(paths.summary())
+    assert paths.irqfd or paths.userspace, (
+        "QEMU's trace names no delivery path for the interrupts this suite caused"
+    )
