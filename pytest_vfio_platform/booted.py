@@ -68,19 +68,47 @@ class IrqLine:
         return self.hwirq - GIC_SPI_BASE if self.chip.startswith("GIC") else None
 
 
+@dataclass(frozen=True)
+class IrqRow:
+    """One numbered line of /proc/interrupts: per-CPU counts, then chip, hwirq, type, name."""
+
+    counts: tuple[int, ...]
+    chip: str
+    hwirq: int
+    kind: str
+    name: str
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+def parse_interrupts(text: str) -> list[IrqRow]:
+    """The numbered lines of a /proc/interrupts dump (IPI and Err lines are left out)."""
+    header, *lines = text.splitlines()
+    cpus = len(header.split())
+    rows = []
+    for line in lines:
+        num, _, rest = line.partition(":")
+        fields = rest.split()
+        if not num.strip().isdigit() or len(fields) < cpus + 3:
+            continue
+        chip, hwirq, kind, *name = fields[cpus:]
+        counts = tuple(int(x) for x in fields[:cpus])
+        rows.append(IrqRow(counts, chip, int(hwirq), kind, " ".join(name)))
+    return rows
+
+
 def vfio_irq_line(board: Runs, bus: str, sysfs: str) -> IrqLine | None:
     """The line VFIO requested for the device, while a user holds it. vfio-platform names it
     `vfio-irq[N](<device>)`; vfio-amba after the periphid (`vfio-amba-<id>`, sysfs `id`),
     which two AMBA devices of one IP block share."""
     ident = shlex.quote(f"/sys/bus/{bus}/devices/{sysfs}/id")
     out = board.check(f"echo id=$(cat {ident} 2>/dev/null); cat /proc/interrupts")
-    first, header, *lines = out.splitlines()
+    first, _, procfile = out.partition("\n")
     periphid = first.partition("=")[2].strip()
     name = f"(vfio-amba-{periphid})" if bus == "amba" and periphid else f"({sysfs})"
-    cpus = len(header.split())
-    for line in lines:
-        rest = line.partition(":")[2]
-        if rest.rstrip().endswith(name) and "vfio-irq" in rest:
-            fields = rest.split()[cpus:]
-            return IrqLine(fields[0], int(fields[1]), fields[2])
+    for row in parse_interrupts(procfile):
+        if row.name.startswith("vfio-irq") and row.name.endswith(name):
+            return IrqLine(row.chip, row.hwirq, row.kind)
     return None

@@ -9,12 +9,11 @@ with the kernel's refusal.
 import dataclasses
 import hashlib
 import os
-import re
 import time
 
 import pytest
 
-from pytest_vfio_platform import report, vfio
+from pytest_vfio_platform import booted, report, vfio
 from pytest_vfio_platform.guest import slots
 from pytest_vfio_platform.guest.qemu import QemuGuest
 
@@ -61,34 +60,32 @@ def slot_of(guest, cls):
     pytest.skip(f"lab has no {cls} device")
 
 
-def gic_line(slot) -> str:
+def gic_line(slot) -> tuple[str, int]:
     """The device's own interrupt in the guest's /proc/interrupts: GICv3 hwirq = SPI + 32.
     (Matching on a driver name is not enough: the guest console is a PL011 too.)"""
-    return rf"\sGICv3\s+{slot.spi + 32}\s"
+    return ("GICv3", slot.spi + booted.GIC_SPI_BASE)
 
 
-def gpio_line(slot, line: int) -> str:
+def gpio_line(slot, line: int) -> tuple[str, int]:
     """One line of the assigned PL061 (its irqchip is named after the guest device)."""
-    return rf"\s{slot.guest_base:x}\.pl061\s+{line}\s"
+    return (f"{slot.guest_base:x}.pl061", line)
 
 
-def guest_irq_count(guest, pattern: str) -> int:
-    """Interrupts taken on the line matching pattern; 0 while it has never fired and has
-    no handler (the kernel lists a line only then), so a wrong pattern can only fail."""
-    header, *lines = guest.check("cat /proc/interrupts").splitlines()
-    cpus = len(header.split())  # one count column per CPU, then chip, hwirq, type, name
-    for line in lines:
-        if re.search(pattern, line):
-            return sum(int(x) for x in line.split(":", 1)[1].split()[:cpus])
+def guest_irq_count(guest, line: tuple[str, int]) -> int:
+    """Interrupts taken on the (chip, hwirq) line; 0 while it has never fired and has no
+    handler (the kernel lists a line only then), so a wrong line can only fail."""
+    for row in booted.parse_interrupts(guest.check("cat /proc/interrupts")):
+        if (row.chip, row.hwirq) == line:
+            return row.total
     return 0
 
 
-def guest_wait_count(guest, pattern: str, above: int, timeout: float = 30.0) -> int:
+def guest_wait_count(guest, line: tuple[str, int], above: int, timeout: float = 30.0) -> int:
     """Wait for the guest to have counted more than `above` interrupts on the line: paced
     on the guest's own observation, the bound only ends a wait that would never finish."""
     end = time.monotonic() + timeout
     while True:
-        n = guest_irq_count(guest, pattern)
+        n = guest_irq_count(guest, line)
         if n > above or time.monotonic() > end:
             return n
         time.sleep(0.05)

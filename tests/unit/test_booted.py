@@ -1,7 +1,7 @@
 """Reading back what the board booted: DT cells from sysfs, the VFIO line from
 /proc/interrupts (shapes as a QEMU virt board prints them)."""
 
-from pytest_vfio_platform.booted import DtNode, IrqLine, read_node, vfio_irq_line
+from pytest_vfio_platform.booted import DtNode, IrqLine, parse_interrupts, read_node, vfio_irq_line
 
 
 def od(*cells: int) -> str:
@@ -64,3 +64,18 @@ def test_vfio_irq_line_of_an_amba_device_by_its_periphid():
         " 19:          2          0     GICv3  34 Level     vfio-irq[19](vfio-amba-00141031)\n"
     )
     assert vfio_irq_line(Board(proc), "amba", "9010000.pl031") == IrqLine("GICv3", 34, "Level")
+
+
+def test_parse_interrupts_guest_shape():
+    """One CPU, a GIC line and a chained PL061 line, as an L2 guest prints them."""
+    text = """           CPU0
+ 14:          2     GICv3  33 Level     uart-pl011
+ 17:         40 c001000.pl061   3 Edge      power
+IPI0:         0       Rescheduling interrupts
+Err:          0
+"""
+    rows = parse_interrupts(text)
+    assert [(r.chip, r.hwirq, r.kind, r.name, r.total) for r in rows] == [
+        ("GICv3", 33, "Level", "uart-pl011", 2),
+        ("c001000.pl061", 3, "Edge", "power", 40),
+    ]
