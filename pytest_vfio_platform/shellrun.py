@@ -24,6 +24,10 @@ from pexpect import TIMEOUT
 from .errors import BoardError
 
 FETCH_TIMEOUT = 5.0
+# The tty's canonical line buffer (N_TTY_BUF_SIZE 4096, newline included): a longer line is
+# cut there and the shell waits for the rest of a quote that never comes — a board "hung"
+# on a command it never received.
+MAX_LINE = 4095
 MAX_FETCHES = 6
 # A kernel message the console printed into the middle of the command's output (printk
 # writes whole lines, timestamped with printk.time=1, between the tty's characters).
@@ -62,9 +66,11 @@ class CheckedShell:
         self.stats["runs"] += 1
         n = self.nonce
         # ( ) keeps an `exit` in cmd from skipping the bookkeeping; sh -c (labgrid's run)
-        # already isolates shell state between commands
+        # already isolates shell state between commands. The newline before `)` ends a
+        # here-document or a comment that ends cmd (on the same line as `)`, a heredoc's
+        # terminator is not one, and the rest of the bookkeeping would be its body).
         wrapped = (
-            f"rm -f {self.rc_file}; ( {cmd} ) >{self.out_file} 2>&1; "
+            f"rm -f {self.rc_file}; ( {cmd}\n) >{self.out_file} 2>&1; "
             f'echo "{n} $?" >{self.rc_file}; {self._fetch_cmd()}'
         )
         answer = self._send(console, prompt, wrapped, timeout)
@@ -104,7 +110,14 @@ class CheckedShell:
         exchange would be one prompt behind for good. Whatever an earlier exchange left on
         the line sits before this exchange's first marker and is skipped with it."""
         marker = gen_marker()
-        console.sendline(f"MARKER='{marker[:4]}''{marker[4:]}' run {shlex.quote(cmd)}")
+        line = f"MARKER='{marker[:4]}''{marker[4:]}' run {shlex.quote(cmd)}"
+        longest = max(len(x.encode()) for x in line.split("\n"))
+        if longest > MAX_LINE:
+            raise ValueError(
+                f"a command line of {longest} bytes does not fit the console tty's "
+                f"{MAX_LINE}-byte line; write it to a script on the board first: {cmd[:120]!r}..."
+            )
+        console.sendline(line)
         # a tie on the start goes to the first pattern: the whole answer wins over the
         # partial one whenever both markers are intact
         answer = rf"{marker}(.*){marker}\s+(\d+)\s+{prompt}"

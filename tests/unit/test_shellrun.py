@@ -120,3 +120,36 @@ def test_after_a_hang_the_next_command_is_answered(sh, monkeypatch):
     time.sleep(2.0)
     for i in range(3):
         assert run(sh, f"echo after-{i}").out == f"after-{i}"
+
+
+def test_a_line_longer_than_the_tty_takes_is_refused_before_sending(sh):
+    """The tty cuts a line at 4095 bytes: sent anyway, the shell waits for the rest of the
+    quote and the board looks hung (seen with three vfio-platform devices on one QEMU
+    command line in the raw-chain benchmark). Refused with a message, nothing sent."""
+    sent = []
+    real_sendline = sh.sendline
+    sh.sendline = lambda line: (
+        sent.append(len(line.split("\n")[0])),  # the line that holds cmd
+        real_sendline(line),
+    )
+    run(sh, "true")
+    n = shellrun.MAX_LINE - sent[0] + len("true") - len("echo ")  # the line at the limit
+    fits = run(sh, "echo " + "x" * n)
+    assert sent[1] == shellrun.MAX_LINE
+    assert fits.rc == 0 and fits.out == "x" * n
+    with pytest.raises(ValueError, match="does not fit the console tty"):
+        run(sh, "echo " + "x" * (n + 1))
+    assert len(sent) == 2, "a refused line must not be sent"
+    assert run(sh, "echo still-in-step").out == "still-in-step"
+
+
+def test_a_command_ending_in_a_here_document_or_a_comment_runs(sh):
+    """`cat > f <<'EOF'\\n...\\nEOF` as the whole command: the terminator must be a line of
+    its own, not followed by the bookkeeping's `)` (which made every read-back fail)."""
+    f = f"/tmp/.vr-heredoc-{os.getpid()}"
+    try:
+        assert run(sh, f"cat > {f} <<'X_EOF'\na b\n$c\nX_EOF").rc == 0
+        assert run(sh, f"cat {f}").out == "a b\n$c"
+        assert run(sh, "echo yes # a comment at the end").out == "yes"
+    finally:
+        os.unlink(f)
