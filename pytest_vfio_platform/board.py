@@ -144,7 +144,6 @@ class Board:
         self._guest_console: GuestConsole | None = None
         self.guest_port = 0
         self.checked = CheckedShell()
-        self.console_override = None  # a console wrapper for fault injection (tests/faults)
 
     # -- lifecycle -------------------------------------------------------------------------
     def ensure(self, files: BootFiles) -> None:
@@ -285,9 +284,10 @@ class Board:
     def run(self, cmd: str, timeout: float = 30.0) -> RunResult:
         """Run cmd on the board: its exit code and output, verified end to end (shellrun)."""
         shell = self.shell
-        console = self.console_override or shell.console
         try:
-            return self.checked.run(console, shell.prompt, cmd, timeout, str(self.console_log))
+            return self.checked.run(
+                shell.console, shell.prompt, cmd, timeout, str(self.console_log)
+            )
         except ConsoleGarbled:
             raise
         except (BoardError, OSError, ExceptionPexpect) as e:

@@ -22,7 +22,7 @@ import yaml
 from .errors import BuildError, LabError
 from .images.dtb import DtEdit, dts_value
 
-LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
+LABS_DIR = Path(__file__).resolve().parent / "labs"
 DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
 BUSES = ("platform", "amba")
 BOARD_TYPES = ("qemu", "rack")  # qemu: booted here by labgrid's QEMUDriver; rack: a place
@@ -136,24 +136,36 @@ class Lab:
         )
 
 
+LAB_PATH_ENV = "VFIO_LAB_PATH"
+
+
+def lab_dirs() -> list[Path]:
+    """Where lab NAMEs are looked up: the directories in $VFIO_LAB_PATH (colon-separated, as
+    --lab-dir sets it; first wins, so a lab of one's own can shadow a shipped one), then the
+    labs shipped in the package."""
+    extra = [Path(d) for d in os.environ.get(LAB_PATH_ENV, "").split(os.pathsep) if d]
+    return [*extra, LABS_DIR]
+
+
 def available_labs() -> list[str]:
-    return sorted(p.stem for p in LABS_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in lab_dirs() for p in d.glob("*.yaml")})
 
 
 def resolve(name_or_path: str) -> Path:
-    """A lab NAME (looked up in labs/) or a PATH to a YAML file."""
+    """A lab NAME (looked up in lab_dirs()) or a PATH to a YAML file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not p.is_file():
             raise LabError(f"--lab {name_or_path}: no such file")
         return p.resolve()
-    cand = LABS_DIR / f"{name_or_path}.yaml"
-    if not cand.is_file():
-        raise LabError(
-            f"--lab {name_or_path}: unknown lab; available: {', '.join(available_labs())} "
-            f"(or pass a path to a lab YAML file)"
-        )
-    return cand
+    for d in lab_dirs():
+        cand = d / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand.resolve()
+    raise LabError(
+        f"--lab {name_or_path}: unknown lab; available: {', '.join(available_labs())} "
+        f"(looked in {', '.join(str(d) for d in lab_dirs())}; or pass a path to a lab YAML file)"
+    )
 
 
 class _V:

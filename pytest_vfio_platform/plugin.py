@@ -15,7 +15,7 @@ import pytest
 from . import report
 from .errors import VfioPlatformError
 from .images.cache import ArtifactCache
-from .lab import Lab, available_labs, load, with_place
+from .lab import LAB_PATH_ENV, Lab, available_labs, load, with_place
 from .session import LabSession, TestEvidence
 
 LAB_KEY = pytest.StashKey[Lab | None]()
@@ -27,8 +27,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--lab",
         metavar="NAME|PATH",
-        help=f"lab to run HIL tests on: a name from labs/ ({', '.join(available_labs())}) or "
-        "a lab YAML path; without it HIL tests are skipped",
+        help=f"lab to run HIL tests on: a name ({', '.join(available_labs())}, shipped with "
+        "the plugin, or one in a --lab-dir) or a lab YAML path; without it HIL tests are "
+        "skipped. The suites: --pyargs pytest_vfio_platform.suites",
+    )
+    g.addoption(
+        "--lab-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also look up lab names in DIR (repeatable; searched before the shipped labs, "
+        "so a lab there may shadow one of them; $VFIO_LAB_PATH works the same way)",
     )
     g.addoption(
         "--kernel",
@@ -86,6 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["PYTEST_VFIO_PLATFORM_CACHE"] = str(
             Path(config.getoption("cache_dir")).resolve()
         )
+    if config.getoption("lab_dir"):  # through the environment, so xdist workers, the rack
+        # tools and `inherit:` all see the same search path
+        dirs = [str(Path(d).resolve()) for d in config.getoption("lab_dir")]
+        old = os.environ.get(LAB_PATH_ENV, "")
+        os.environ[LAB_PATH_ENV] = os.pathsep.join([*dirs, *([old] if old else [])])
     lab_opt = config.getoption("lab")
     lab = None
     if lab_opt:

@@ -5,4 +5,4 @@ module loaded here rather than from tests/faults/conftest.py: a pytest-xdist con
 imports the conftests at the top of the run, and it is the controller that prints the table.
 """
 
-pytest_plugins = ["pytest_vfio_platform.faults"]
+pytest_plugins = ["tests.support.faults"]

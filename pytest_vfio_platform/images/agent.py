@@ -14,7 +14,7 @@ from .kernel import CROSS, KernelSpec, toolchain_id, uapi_headers
 from .progress import Progress, quiet, run_logged
 from .tools import require
 
-AGENT_DIR = Path(__file__).resolve().parents[2] / "agent"
+AGENT_DIR = Path(__file__).resolve().parents[1] / "agent"
 RECIPE_VERSION = "agent-1"
 
 

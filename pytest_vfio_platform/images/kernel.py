@@ -24,7 +24,7 @@ from .progress import Progress, run_logged, stderr_progress
 from .source import default_source, pristine_tree, source_digest
 from .tools import require
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]  # the package: kernel/ ships in it
 PATCH_DIR = PROJECT / "kernel" / "patches"
 CONFIG_DIR = PROJECT / "kernel" / "config"
 RECIPE_VERSION = "kernel-1"

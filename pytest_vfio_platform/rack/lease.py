@@ -101,7 +101,7 @@ class PlaceLease:
         return LabError(
             f"no labgrid coordinator answers at {self.coordinator} (rack.coordinator in the lab "
             "file, or LG_COORDINATOR); for the local rack start it with "
-            "`python -m pytest_vfio_platform.rack.local up`"
+            "`python -m labsim.local up`"
         )
 
     def _allocated_place(self) -> str:

@@ -1,5 +1,5 @@
 """The fault suite: faults injected on purpose, each case recorded with `fault_recorder`
-(pytest_vfio_platform/faults.py) so the run ends with cases tried / survived / lost data per
+(tests/support/faults.py) so the run ends with cases tried / survived / lost data per
 fault class. `pytest -m faults` runs only this suite."""
 
 import pytest

@@ -10,7 +10,7 @@ cache as it was: no entry that looks complete and is not, no existing entry dama
 The lab corpus is property-based: hypothesis mutates labs/qemu.yaml (hundreds of cases,
 derandomized: the same code tries the same cases, see fuzz()). The command-line cases run a real
 `python -m pytest` on a one-test file in a scratch directory; none of them builds anything,
-the error comes first. Each case is recorded with fault_recorder (pytest_vfio_platform/faults.py).
+the error comes first. Each case is recorded with fault_recorder (tests/support/faults.py).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pytest_vfio_platform.errors import VfioPlatformError
-from pytest_vfio_platform.faults import FaultRecorder
 from pytest_vfio_platform.images.cache import ArtifactCache
 from pytest_vfio_platform.images.kernel import ARM64_MAGIC
 from pytest_vfio_platform.lab import BUSES, DEVICE_CLASSES, LABS_DIR, STIMULI, load
+from tests.support.faults import FaultRecorder
 
 pytestmark = pytest.mark.faults
 

@@ -10,7 +10,12 @@ import pytest
 pytestmark = pytest.mark.hil
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE = ["--", "tests/hil/test_host_assign.py", "-k", "test_bind_gives_vfio_group_without_taint"]
+SUITE = [
+    "--",
+    "pytest_vfio_platform/suites/test_host_assign.py",
+    "-k",
+    "test_bind_gives_vfio_group_without_taint",
+]
 
 
 def gate(tmp_path, baseline, candidate, *extra, suite=SUITE):
@@ -37,7 +42,7 @@ def test_patched_to_stock_is_a_regression_naming_each_test(lab_session, tmp_path
     assert rc == 1, out
     for dev in ("uart0", "gpio", "rtc"):
         assert (
-            f"REGRESSION  tests/hil/test_host_assign.py::test_bind_gives_vfio_group_without_taint[{dev}]"
+            f"REGRESSION  pytest_vfio_platform/suites/test_host_assign.py::test_bind_gives_vfio_group_without_taint[{dev}]"
             in out
         )
     assert 'failures="3"' in junit

@@ -24,7 +24,7 @@ def run(tmp_path, kernel):
         "--lab-health",
         f"--run-dir={tmp_path / 'run'}",
         "-rs",
-        "tests/hil/test_board.py",
+        "pytest_vfio_platform/suites/test_board.py",
         "-k",
         "exit_code",
     ]

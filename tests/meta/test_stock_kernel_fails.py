@@ -18,9 +18,9 @@ import yaml
 pytestmark = pytest.mark.hil
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = [
-    "tests/hil/test_host_assign.py",
-    "tests/hil/test_guest.py",
-    "tests/hil/test_guest_lifecycle.py",
+    "pytest_vfio_platform/suites/test_host_assign.py",
+    "pytest_vfio_platform/suites/test_guest.py",
+    "pytest_vfio_platform/suites/test_guest_lifecycle.py",
 ]
 ABSENT = "emulated-IOMMU change is absent"
 

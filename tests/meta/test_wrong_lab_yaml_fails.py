@@ -22,7 +22,11 @@ def test_inventory_that_disagrees_with_the_booted_dt_fails(lab_session, tmp_path
     lab = tmp_path / "wrong.yaml"
     lab.write_text(yaml.safe_dump(doc, sort_keys=False))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--lab={lab}"]
-    cmd += [f"--run-dir={tmp_path / 'run'}", "tests/hil/test_host_assign.py", "-rf"]
+    cmd += [
+        f"--run-dir={tmp_path / 'run'}",
+        "pytest_vfio_platform/suites/test_host_assign.py",
+        "-rf",
+    ]
     cmd += ["-k", "(regions_and_irqs and group) or interrupt_arrives"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = r.stdout

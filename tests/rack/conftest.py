@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from labsim.local import LocalRack
 from pytest_vfio_platform.board import free_port
 from pytest_vfio_platform.lab import load
-from pytest_vfio_platform.rack.local import LocalRack
 
 
 @pytest.fixture

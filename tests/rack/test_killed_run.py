@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from labsim.local import LocalRack
 from pytest_vfio_platform.provision import KernelChoice, boot_files
 from pytest_vfio_platform.rack.cli import client
-from pytest_vfio_platform.rack.local import LocalRack
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.build  # the run boots the real kernel (cached after the first build)
@@ -48,7 +48,7 @@ def test_sigkilled_run_leaves_no_lock_and_the_board_off(own_rack, tmp_path):
             "no:cacheprovider",
             "-q",
             f"--run-dir={tmp_path / 'run'}",
-            "tests/hil/test_board.py",
+            "pytest_vfio_platform/suites/test_board.py",
         ],
         cwd=ROOT,
         stdout=open(tmp_path / "run.log", "wb"),  # noqa: SIM115

@@ -18,7 +18,12 @@ pytestmark = pytest.mark.build
 def test_hil_suites_pass_on_two_places_at_once(own_rack, tmp_path):
     junit = tmp_path / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "--lab=local-rack", "-n", "2", "-p", "no:cacheprovider"]
-    cmd += ["-q", f"--run-dir={tmp_path / 'run'}", f"--junitxml={junit}", "tests/hil"]
+    cmd += [
+        "-q",
+        f"--run-dir={tmp_path / 'run'}",
+        f"--junitxml={junit}",
+        "pytest_vfio_platform/suites",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None

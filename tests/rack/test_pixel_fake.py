@@ -13,11 +13,11 @@ import pytest
 import yaml
 from labgrid import Environment
 
+from labsim.fastbootd import FastbootServer
 from pytest_vfio_platform.images.bootimg import verify_round_trip
 from pytest_vfio_platform.lab import load
 from pytest_vfio_platform.provision import KernelChoice, boot_files
 from pytest_vfio_platform.rack.board import RackBoard
-from pytest_vfio_platform.rack.fastbootd import FastbootServer
 
 pytestmark = pytest.mark.build  # builds (or finds cached) the real kernel and initramfs
 

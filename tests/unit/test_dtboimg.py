@@ -15,6 +15,7 @@ import zlib
 
 import pytest
 
+from labsim.fastbootd import FastbootServer
 from pytest_vfio_platform.guest.crosvm import compile_dtbo, vm_dt_overlay
 from pytest_vfio_platform.images.dtboimg import (
     DT_TABLE_MAGIC,
@@ -33,7 +34,6 @@ from pytest_vfio_platform.images.dtboimg import (
     write_dt_table,
 )
 from pytest_vfio_platform.lab import load
-from pytest_vfio_platform.rack.fastbootd import FastbootServer
 
 DTC = shutil.which("dtc")
 FASTBOOT = shutil.which("fastboot")

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
+from labsim.fastbootd import FastbootServer
 from pytest_vfio_platform.images.bootimg import make_boot_img, verify_round_trip
-from pytest_vfio_platform.rack.fastbootd import FastbootServer
 
 FASTBOOT = shutil.which("fastboot")
 pytestmark = pytest.mark.skipif(

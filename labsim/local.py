@@ -5,9 +5,9 @@ Why real labgrid processes: the lab's reservation, locking and resource sharing 
 coordinator's and exporter's; a rack of QEMU boards run through them exercises exactly the
 path `--lab=pixel-rack` takes, minus the hardware. Usage:
 
-    python -m pytest_vfio_platform.rack.local up   [--lab local-rack] [--dir DIR]
-    python -m pytest_vfio_platform.rack.local down [--dir DIR]
-    python -m pytest_vfio_platform.rack.local status
+    python -m labsim.local up   [--lab local-rack] [--dir DIR]
+    python -m labsim.local down [--dir DIR]
+    python -m labsim.local status
 
 `up` is idempotent: what is already running is kept.
 """
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import LabError
-from ..images.cache import atomic_write
-from ..lab import Lab, load
-from .cli import client, tool
+from pytest_vfio_platform.errors import LabError
+from pytest_vfio_platform.images.cache import atomic_write
+from pytest_vfio_platform.lab import Lab, load
+from pytest_vfio_platform.rack.cli import client, tool
 
 
 def default_dir() -> Path:
@@ -121,7 +121,7 @@ class LocalRack:
                 [
                     sys.executable,
                     "-m",
-                    "pytest_vfio_platform.rack.boardd",
+                    "labsim.boardd",
                     "--name",
                     name,
                     "--dir",

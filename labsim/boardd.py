@@ -29,11 +29,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..images.bootimg import unpack_boot_img
-from ..images.cache import atomic_write
-from .fastbootd import FastbootServer
-from .pty import PtyRelay
-from .qmp import Qmp, QmpError
+from labsim.fastbootd import FastbootServer
+from labsim.pty import PtyRelay
+from labsim.qmp import Qmp, QmpError
+from pytest_vfio_platform.images.bootimg import unpack_boot_img
+from pytest_vfio_platform.images.cache import atomic_write
 
 LINES = ("uart0", "console", "guest")  # -serial order: uart0 @0x9000000, console = uart1
 
