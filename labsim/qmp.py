@@ -1,15 +1,18 @@
-"""The few QMP commands a board host sends its QEMU (button pulses, status, quit).
+"""The few QMP commands a board host sends its QEMU (button pulses, status, quit), spoken by
+labgrid's own QMPMonitor over the host's unix socket.
 
-Why not labgrid's QEMUDriver monitor: on a rack board QEMU belongs to the board host process,
-not to the test; the host is the only one speaking QMP, over its own unix socket.
+Why not labgrid's QEMUDriver: on a rack board QEMU belongs to the board host process, not to
+the test; the host is the only one speaking QMP. What is added here is only the wait for the
+socket (QEMU creates it a moment after it starts) and one error type.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from pathlib import Path
+
+from labgrid.util.qmp import QMPError, QMPMonitor
 
 
 class QmpError(RuntimeError):
@@ -31,31 +34,28 @@ class Qmp:
                     raise QmpError(f"no QMP socket at {path} after {timeout:.0f}s") from None
                 time.sleep(0.05)
         self.file = self.sock.makefile("rwb")
-        self._read()  # greeting
-        self.command("qmp_capabilities")
-
-    def _read(self) -> dict:
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise QmpError("QEMU closed its QMP socket")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
+        try:
+            self.monitor = QMPMonitor(self.file, self.file)  # greeting + qmp_capabilities
+        except (QMPError, ValueError, OSError) as e:
+            self.close()
+            raise QmpError(f"QMP at {path}: {e}") from None
 
     def command(self, name: str, arguments: dict | None = None) -> object:
-        msg: dict = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self.file.write(json.dumps(msg).encode() + b"\n")
-        self.file.flush()
-        reply = self._read()
-        if "error" in reply:
-            raise QmpError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
-        return reply.get("return")
+        try:
+            return self.monitor.execute(name, arguments or {})
+        except QMPError as e:
+            raise QmpError(f"QMP {name}: {e.msg}") from None
+        except TypeError as e:
+            # labgrid 26.0.1's QMPError takes only a str and QEMU's error is a dict, so
+            # raising it fails its attrs validator; the reply was an error either way
+            raise QmpError(f"QMP {name}: QEMU answered with an error ({e})") from None
+        except (ValueError, OSError) as e:  # closed socket, half a line
+            raise QmpError(f"QMP {name}: {e}") from None
 
     def close(self) -> None:
         try:
             self.file.close()
+        except OSError:  # QEMU already gone: the unflushed command goes nowhere
+            pass
         finally:
             self.sock.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from . import report
+from . import report, vfio
 from .errors import VfioPlatformError
 from .images.cache import ArtifactCache
 from .lab import LAB_PATH_ENV, Lab, available_labs, load, with_place
@@ -91,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hil: needs a board from --lab (skipped without it)")
     config.addinivalue_line("markers", "variant(name): boot the board into this lab variant")
     config.addinivalue_line("markers", "guest: runs inside an L2 guest on the board")
+    if report.attach_json not in vfio.agent_observers:  # every agent result is evidence
+        vfio.agent_observers.append(report.attach_json)
     if config.getoption("cache_dir"):
         os.environ["PYTEST_VFIO_PLATFORM_CACHE"] = str(
             Path(config.getoption("cache_dir")).resolve()

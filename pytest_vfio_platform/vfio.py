@@ -11,10 +11,26 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from . import report
-from .board import Board
+from .shellrun import RunResult
+
+
+class Shell(Protocol):
+    """What assignment needs of a machine: a verified command runner. A booted Board is one,
+    and so is a guest (QemuGuest), so the same calls assign inside a guest."""
+
+    def run(self, cmd: str, timeout: float = 30.0) -> RunResult: ...
+
+    def check(self, cmd: str, timeout: float = 30.0) -> str: ...
+
+
+# Who wants every agent result as evidence (the plugin registers the Allure attachment);
+# vfio itself knows nothing of reports.
+AgentObserver = Callable[[str, dict], None]
+agent_observers: list[AgentObserver] = []
 
 VFIO_DRIVER = {"platform": "vfio-platform", "amba": "vfio-amba"}
 
@@ -91,7 +107,7 @@ def require_bound(b: Binding) -> None:
         pytest.fail(b.describe_failure(), pytrace=False)
 
 
-def bind(board: Board, dev: str, bus: str) -> Binding:
+def bind(board: Shell, dev: str, bus: str) -> Binding:
     drv = VFIO_DRIVER[bus]
     out = board.check(_BIND.format(bus=bus, dev=dev, drv=drv))
     kv: dict[str, list[str]] = {}
@@ -116,7 +132,7 @@ def bind(board: Board, dev: str, bus: str) -> Binding:
     )
 
 
-def restore(board: Board, b: Binding) -> str:
+def restore(board: Shell, b: Binding) -> str:
     """Undo bind(): unbind, clear the override, re-probe the previous driver. Returns the
     driver bound afterwards (which must equal b.previous)."""
     out = board.check(_RESTORE.format(bus=b.bus, dev=b.device, prev=b.previous))
@@ -139,11 +155,12 @@ def parse_agent(out: str) -> dict:
     raise AgentError(f"vfio-agent printed no JSON; output was:\n{out[-1500:]}")
 
 
-def agent(board: Board, *args: str, timeout: float = 30.0) -> dict:
+def agent(board: Shell, *args: str, timeout: float = 30.0) -> dict:
     r = board.run("vfio-agent " + " ".join(shlex.quote(a) for a in args), timeout=timeout)
     res = parse_agent(r.out)
     res["_rc"] = r.rc
-    report.attach_json(f"vfio-agent {args[0] if args else ''} {res.get('device', '')}", res)
+    for observe in agent_observers:
+        observe(f"vfio-agent {args[0] if args else ''} {res.get('device', '')}", res)
     return res
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labgrid.util.atomic import atomic_replace
+
 from ..errors import SetupError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -191,18 +193,10 @@ def _fsync_tree(d: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write a file so that readers see the old content or the new, never a torn one.
-    mode: permissions of the result (default: mkstemp's 0600)."""
+    """Write a file so that readers see the old content or the new, never a torn one
+    (labgrid's atomic_replace: a synced temporary file renamed over it). mode: permissions of
+    the result (default: the temporary file's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_replace(str(path), data)
+    if mode is not None:
+        os.chmod(path, mode)

@@ -16,8 +16,9 @@ from labgrid import Environment
 from labgrid.factory import target_factory
 from labgrid.strategy import StrategyError
 
-from ..board import Board, GuestConsole, VfioBoardStrategy, guest_target
+from ..board import Board, VfioBoardStrategy
 from ..errors import BoardError
+from ..guest.console import GuestConsole, guest_target
 from ..images.bootimg import make_boot_img
 from ..images.cache import Hasher
 from ..lab import Lab

@@ -48,3 +48,21 @@ def test_a_lab_dir_adds_names_and_may_shadow_a_shipped_lab(tmp_path, monkeypatch
     assert lab.resolve("qemu") == lab.LABS_DIR / "qemu.yaml"
     with pytest.raises(lab.LabError, match="unknown lab; available: .*looked in"):
         lab.resolve("mine")
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("vfio.py", {"report", "plugin"}),  # evidence goes through vfio.agent_observers
+        ("guest/console.py", {"board", "plugin"}),
+        ("shellrun.py", {"board", "report", "plugin"}),
+    ],
+)
+def test_layers_below_do_not_import_layers_above(module, forbidden):
+    src = ast.parse((PRODUCT / module).read_text())
+    names = set()
+    for node in ast.walk(src):
+        if isinstance(node, ast.ImportFrom):
+            mod = (node.module or "").split(".")[-1]
+            names |= {mod} | {a.name for a in node.names}
+    assert not names & forbidden, f"{module} imports {sorted(names & forbidden)}"
