@@ -4,6 +4,7 @@ lab / provision / board / vfio, where the unit tests pin it."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import threading
 import time
@@ -83,8 +84,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--run-dir",
         metavar="DIR",
         help="where console logs and labgrid configs of this run go "
-        "(default: vfio-runs/<time> under the current directory)",
+        "(default: vfio-runs/<time>-<run id> under the current directory)",
     )
+
+
+def default_run_dir(now: float | None = None) -> Path:
+    """vfio-runs/<time>-<run id>: two sessions started in the same second get their own
+    directories (sockets, logs, the sweep's key). xdist workers share their controller's run
+    id (PYTEST_XDIST_TESTRUNUID) so one run's workers sit side by side under one directory."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or secrets.token_hex(4)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return Path("vfio-runs") / f"{stamp}-{run_id}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except VfioPlatformError as e:
             raise pytest.UsageError(str(e)) from None
         rundir = config.getoption("run_dir")
-        run_path = Path(rundir) if rundir else Path("vfio-runs") / time.strftime("%Y%m%d-%H%M%S")
+        run_path = Path(rundir) if rundir else default_run_dir()
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:  # pytest-xdist: one board (place) per worker, each with its own logs
             run_path = run_path / worker

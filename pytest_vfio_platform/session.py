@@ -8,6 +8,7 @@ otherwise be retried by every test, turning one clear error into an hour of the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,19 +92,37 @@ class LabSession:
             self.say(f"killed a process left behind by this session: {pid} {args[:120]}")
 
 
+def names_path(args: list[str], path: Path) -> bool:
+    """Whether a command line names path as a whole path: an argument, or a field of one
+    (QEMU's `unix:PATH,server=on`, `file=PATH`), equal to path or below it. A substring
+    match would take worker gw1's run directory for a prefix of gw10's."""
+    want = str(path).rstrip("/")
+    for a in args:
+        for field in re.split(r"[,:=]", a):
+            if field == want or field.startswith(want + "/"):
+                return True
+    return False
+
+
 def processes_naming(path: Path, program: str) -> list[tuple[int, str]]:
-    """Processes running program whose command line names path (QEMU's sockets live in the
-    run directory, so this finds a session's boards and nothing of anybody else's — nor the
-    `timeout`/shell that started pytest with --run-dir on its own command line)."""
+    """This user's processes running program whose command line names path (QEMU's sockets
+    live in the run directory, so this finds a session's boards and nothing of anybody
+    else's — nor the `timeout`/shell that started pytest with --run-dir on its own command
+    line, nor another user's process that names the same path)."""
     found = []
+    uid = os.getuid()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            argv = [
+                a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0")
+            ]
+            owner = proc.stat().st_uid
         except OSError:
             continue
-        args = b" ".join(argv).decode(errors="replace")
-        if Path(argv[0].decode(errors="replace")).name.startswith(program) and str(path) in args:
-            found.append((int(proc.name), args))
+        if owner != uid or not argv or not Path(argv[0]).name.startswith(program):
+            continue
+        if names_path(argv, path):
+            found.append((int(proc.name), " ".join(argv)))
     return found
 
 

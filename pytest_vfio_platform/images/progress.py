@@ -7,6 +7,7 @@ buries the test output. The heartbeat names the step, the time spent and the las
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -57,6 +58,7 @@ def run_logged(
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,  # its own process group: sub-makes and compilers with it
         )
         done = threading.Event()
 
@@ -81,8 +83,7 @@ def run_logged(
                     del tail[:-15]
             rc = proc.wait()
         except BaseException:
-            proc.kill()
-            proc.wait()
+            kill_group(proc)
             raise
         finally:
             done.set()
@@ -93,3 +94,25 @@ def run_logged(
             f"{what} failed (exit {rc}); last output:\n    " + "\n    ".join(tail), str(log)
         )
     return elapsed
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 2.0, timeout: float = 10.0) -> None:
+    """Stop a build and everything it started, and return only once all of it is gone: the
+    caller releases the workspace lock next, and a compiler still writing there would
+    corrupt the next build (killing only the top `make` left its sub-makes running)."""
+    pgid = proc.pid  # start_new_session: the group is the child's own pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, timeout)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            proc.poll()  # reap the leader, or the group never empties
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                proc.wait()
+                return
+            time.sleep(0.05)
+    proc.wait()
