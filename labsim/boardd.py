@@ -34,6 +34,7 @@ from labsim.pty import PtyRelay
 from labsim.qmp import Qmp, QmpError
 from pytest_vfio_platform.images.bootimg import unpack_boot_img
 from pytest_vfio_platform.images.cache import atomic_write
+from pytest_vfio_platform.private import private_dir
 
 LINES = ("uart0", "console", "guest")  # -serial order: uart0 @0x9000000, console = uart1
 
@@ -50,7 +51,7 @@ class BoardHost:
         self.dir = workdir
         self.qemu_bin = qemu
         self.machine_args = machine_args
-        workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(workdir)
         self.lines = {n: PtyRelay(n, workdir / f"{n}.sock") for n in LINES}
         self.powered = False
         self.proc: subprocess.Popen | None = None

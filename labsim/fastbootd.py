@@ -24,6 +24,7 @@ connection. stdlib only: the rack and the tests import it without extra packages
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
@@ -31,6 +32,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pytest_vfio_platform.private import create_private, private_dir
 
 HANDSHAKE = b"FB01"
 COMMAND_MAX = 4096
@@ -86,8 +89,8 @@ class _ProtocolError(Exception):
 class FastbootServer:
     """A fastboot-over-TCP device serving one client at a time on a background thread.
 
-    Downloads are saved as workdir/download-N.img (N from 1) and stay there for the test to
-    inspect. Every command is kept in `records` and appended to workdir/fastboot-commands.jsonl.
+    Downloads are saved as workdir/download-N.img (N from 1), one at a time: the staged image
+    stays for the test to inspect until the next download replaces it. Every command is kept in `records` and appended to workdir/fastboot-commands.jsonl.
     `variables` override DEFAULT_VARIABLES; `has-slot:X` is "no" unless set (a non-A/B device),
     so a Pixel-like fake sets e.g. {"slot-count": "2", "current-slot": "a", "has-slot:boot":
     "yes"}.
@@ -141,7 +144,7 @@ class FastbootServer:
         """Listen and serve in the background; the bound port (useful with port=0)."""
         if self._thread is not None:
             raise RuntimeError("FastbootServer already started")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         sock = socket.create_server((self.host, self._requested_port), reuse_port=False)
         sock.settimeout(0.5)  # belt and braces: stop() also shuts the socket down
         self._listener = sock
@@ -356,12 +359,20 @@ class FastbootServer:
             return _fail(conn, f"download: {size} bytes, max-download-size is {limit}"), None
         self._downloads += 1
         path = self.workdir / f"download-{self._downloads}.img"
-        self._staged = None  # a failed download leaves nothing to boot, as on a device
+        # one staged download at a time, as in device RAM: the previous one goes first (the
+        # disk holds at most one max-download-size image); a failed download leaves nothing
+        if self._staged is not None:
+            self._staged.unlink(missing_ok=True)
+        self._staged = None
+        try:
+            fd = create_private(path)
+        except OSError as e:  # something already there (planted?): never written through
+            return _fail(conn, f"download: cannot create {path.name}: {e.strerror}"), None
         _send(conn, _payload(b"DATA", f"{size:08x}"))
         # one frame per download from fastboot 29.0.6, but any split is accepted
         received = 0
         try:
-            with open(path, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 while received < size:
                     try:
                         (length,) = struct.unpack(">Q", _recv_exact(conn, 8))

@@ -27,15 +27,23 @@ from pathlib import Path
 
 import yaml
 
-from pytest_vfio_platform.errors import LabError
+from pytest_vfio_platform.errors import LabError, VfioPlatformError
 from pytest_vfio_platform.images.cache import atomic_write
 from pytest_vfio_platform.lab import Lab, load
+from pytest_vfio_platform.private import private_dir
 from pytest_vfio_platform.rack.cli import client, tool
 
 
 def default_dir() -> Path:
-    # short: unix socket paths of the boards live below it (108-byte limit)
-    return Path(os.environ.get("VFIO_RACK_DIR", f"/tmp/vfio-rack-{os.getuid()}"))
+    """$VFIO_RACK_DIR, else $XDG_RUNTIME_DIR/vfio-rack (the user's own), else
+    /tmp/vfio-rack-$UID — used only once verified as ours (private_dir). Short: unix socket
+    paths of the boards live below it (108-byte limit)."""
+    if os.environ.get("VFIO_RACK_DIR"):
+        return Path(os.environ["VFIO_RACK_DIR"])
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "vfio-rack"
+    return Path(f"/tmp/vfio-rack-{os.getuid()}")
 
 
 def _alive(pid: int) -> bool:
@@ -46,6 +54,13 @@ def _alive(pid: int) -> bool:
     # a zombie child of ours counts as gone
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _ours(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid == os.getuid()
     except OSError:
         return False
 
@@ -84,16 +99,25 @@ class LocalRack:
         return [f"{self.spec.place_prefix}{i + 1}" for i in range(self.spec.local_boards)]
 
     def _pids(self) -> dict[str, int]:
+        """The rack's processes, as recorded — trusted only from a directory of ours, and
+        only pids of processes that are ours (a planted pids.json must not make `down` kill
+        someone else's process groups)."""
+        if not self.dir.exists():
+            return {}
+        private_dir(self.dir)
         try:
-            return json.loads(self.pidfile.read_text())
+            pids = json.loads(self.pidfile.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(pids, dict):
+            return {}
+        return {k: v for k, v in pids.items() if isinstance(v, int) and _ours(v)}
 
     def _save(self, pids: dict[str, int]) -> None:
         atomic_write(self.pidfile, json.dumps(pids, indent=1).encode())
 
     def up(self, wait: float = 30.0) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         pids = {k: v for k, v in self._pids().items() if _alive(v)}
         if "coordinator" not in pids:
             if _port_open(self.coordinator):
@@ -102,7 +126,7 @@ class LocalRack:
                     f"address in {self.lab.path}): stop it or set LG_COORDINATOR"
                 )
             cdir = self.dir / "coordinator"
-            cdir.mkdir(exist_ok=True)
+            private_dir(cdir)
             pids["coordinator"] = _spawn(
                 [tool("labgrid-coordinator"), "-l", self.coordinator],
                 self.dir / "coordinator.log",
@@ -115,7 +139,7 @@ class LocalRack:
             bdir = self.dir / name
             if name in pids and (bdir / "state.json").exists():
                 continue
-            bdir.mkdir(exist_ok=True)
+            private_dir(bdir)
             (bdir / "state.json").unlink(missing_ok=True)
             pids[name] = _spawn(
                 [
@@ -254,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             rack.down()
         else:
             print(rack.status())
-    except LabError as e:
+    except VfioPlatformError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

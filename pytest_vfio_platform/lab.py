@@ -168,6 +168,51 @@ def resolve(name_or_path: str) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a name that reaches a shell or a command line may look like. A lab file runs as
+    root (on the board, and in the lab's own process): sysfs names go into the board's shell
+    and into QEMU's `-device vfio-platform,host=...`, compatibles and node paths into DT
+    source built on the board. Strict patterns, so a stray quote, `;` or `,` is an error
+    naming the key, not a command."""
+
+    regex: re.Pattern
+    what: str
+
+
+SYSFS = Shape(re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*"), "a sysfs device name like 9000000.pl011")
+COMPATIBLE = Shape(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*(,[A-Za-z0-9._+-]+)?"), "a compatible like arm,pl011"
+)
+DRIVER = Shape(re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*"), "a driver name like uart-pl011")
+NAME = Shape(re.compile(r"[A-Za-z][A-Za-z0-9_-]*"), "a name of letters, digits, - and _")
+DT_PATH = Shape(
+    re.compile(r"/|(/[A-Za-z0-9][A-Za-z0-9,._+@-]*)+"), "an absolute DT path like /pl061@9030000"
+)
+DT_PROP = Shape(re.compile(r"[A-Za-z0-9#][A-Za-z0-9,._+#?-]*"), "a DT property or node name")
+# dtc reads files named in these: a lab's DTS must not pull in the host's files
+DTS_FORBIDDEN = re.compile(r"/incbin/|/include/")
+HEREDOC_END = "VFIO_EOF"  # how DT source reaches the board's shell (guest/qemu.py)
+
+
+def _names(v: _V, key: str) -> list[str]:
+    """A list of names that become file and socket names."""
+    names = v.strings(key)
+    for n, name in enumerate(names):
+        if not NAME.regex.fullmatch(name):
+            raise v.fail(f"{key}[{n}]", f"expected {NAME.what}, got {_show(name)}")
+    return names
+
+
+def check_dts(v: _V, key: str, text: str) -> str:
+    m = DTS_FORBIDDEN.search(text)
+    if m:
+        raise v.fail(key, f"{m.group(0)} is not allowed in a lab's DTS (dtc would read a file)")
+    if any(line.strip() == HEREDOC_END for line in text.splitlines()):
+        raise v.fail(key, f"a line {HEREDOC_END} would end the DT source sent to the board")
+    return text
+
+
 class _V:
     """Typed access to a YAML mapping that reports the file and dotted key on error."""
 
@@ -187,7 +232,12 @@ class _V:
         return v
 
     def str(
-        self, key: str, default: str | None = None, required: bool = True, choices: tuple = ()
+        self,
+        key: str,
+        default: str | None = None,
+        required: bool = True,
+        choices: tuple = (),
+        shape: Shape | None = None,
     ) -> Any:
         v = self._get(key, required and default is None)
         if v is None:
@@ -196,6 +246,8 @@ class _V:
             raise self.fail(key, f"expected a string, got {_show(v)}")
         if choices and v not in choices:
             raise self.fail(key, f"expected one of {', '.join(choices)}, got {_show(v)}")
+        if shape is not None and not shape.regex.fullmatch(v):
+            raise self.fail(key, f"expected {shape.what}, got {_show(v)}")
         return v
 
     def int(self, key: str, required: bool = True) -> Any:
@@ -271,27 +323,31 @@ def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
     for i in range(len(items)):
         e = v.child(key, i)
         e.check_keys({"node", "set", "delete", "dts"})
-        node = e.str("node")
-        if not node.startswith("/"):
-            raise e.fail("node", f"expected an absolute DT path like /pl061@9030000, got {node!r}")
+        node = e.str("node", shape=DT_PATH)
         props = e.sub("set", required=False) or {}
         for k, val in props.items():
+            if not isinstance(k, str) or not DT_PROP.regex.fullmatch(k):
+                raise e.fail(f"set.{_key(k)}", f"expected {DT_PROP.what} as the key")
             if isinstance(val, dict):  # {raw: DTS text}, nothing else
                 raw = _V(e.path, val, f"{e.where}.set.{_key(k)}")
                 raw.check_keys({"raw"})
-                raw.str("raw")
+                check_dts(raw, "raw", raw.str("raw"))
             if isinstance(val, list) and any(isinstance(x, bool) for x in val):
                 raise e.fail(f"set.{_key(k)}", f"true/false is not a DT cell or string: {val!r}")
             try:
                 dts_value(val)
             except BuildError as err:
                 raise e.fail(f"set.{_key(k)}", str(err)) from None
+        delete = e.strings("delete")
+        for n, name in enumerate(delete):
+            if not DT_PROP.regex.fullmatch(name):
+                raise e.fail(f"delete[{n}]", f"expected {DT_PROP.what}, got {_show(name)}")
         out.append(
             DtEdit(
                 node=node,
                 set=props,
-                delete=tuple(e.strings("delete")),
-                dts=e.str("dts", ""),
+                delete=tuple(delete),
+                dts=check_dts(e, "dts", e.str("dts", "")),
             )
         )
     return tuple(out)
@@ -468,7 +524,7 @@ def load(name_or_path: str) -> Lab:
         board_type=b.str("type", choices=BOARD_TYPES),
         prompt=b.str("prompt"),
         machine_args=b.strings("machine_args", numbers=True),
-        uart_sockets=b.strings("uart_sockets"),
+        uart_sockets=_names(b, "uart_sockets"),
         boot_args=b.str("boot_args", ""),
         variants=variants,
         labgrid=top.sub("labgrid", required=b.data.get("type") != "rack") or {},
@@ -490,9 +546,9 @@ def load(name_or_path: str) -> Lab:
             )
         lab.refused.append(
             Refused(
-                r.str("name"),
+                r.str("name", shape=NAME),
                 r.str("class"),
-                r.str("sysfs"),
+                r.str("sysfs", shape=SYSFS),
                 r.str("bus", choices=BUSES),
                 r.str("reason"),
                 var,
@@ -597,12 +653,12 @@ def _device(d: _V, lab: Lab) -> Device:
             "variant", f"unknown variant {variant!r} (board.variants has {', '.join(lab.variants)})"
         )
     return Device(
-        name=d.str("name"),
+        name=d.str("name", shape=NAME),
         cls=d.str("class", choices=DEVICE_CLASSES),
-        sysfs=d.str("sysfs"),
+        sysfs=d.str("sysfs", shape=SYSFS),
         bus=d.str("bus", choices=BUSES),
-        compatible=d.str("compatible"),
-        host_driver=d.str("host_driver", required=False),
+        compatible=d.str("compatible", shape=COMPATIBLE),
+        host_driver=d.str("host_driver", required=False, shape=DRIVER),
         mmio_base=m.int("base"),
         mmio_size=m.int("size"),
         irq_spi=i.int("spi"),

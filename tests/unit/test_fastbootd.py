@@ -17,6 +17,7 @@ import time
 import pytest
 
 from labsim.fastbootd import FastbootServer
+from pytest_vfio_platform.errors import SetupError
 from pytest_vfio_platform.images.bootimg import make_boot_img, verify_round_trip
 
 FASTBOOT = shutil.which("fastboot")
@@ -336,7 +337,7 @@ def test_labgrid_driver(server, calls, boot_img, tmp_path):
         drv.flash("dtbo", str(dtbo))
     finally:
         env.cleanup()
-    assert [p.read_bytes() for p, _ in calls.boot] == [img.read_bytes()]
+    assert [data for _, data in calls.boot] == [img.read_bytes()]
     assert calls.flash == [("dtbo", dtbo.read_bytes())]
     assert server.commands[0] == "getvar:product"
     assert server.commands[1:3] == [f"download:{img.stat().st_size:08x}", "boot"]
@@ -387,3 +388,34 @@ def test_labgrid_oem_getenv_with_debian_fastboot(server, tmp_path):
         assert drv.oem_getenv("bootargs") == "value-of-bootargs"
     finally:
         env.cleanup()
+
+
+def test_a_planted_symlink_at_the_next_download_is_not_written_through(server, tmp_path):
+    """Shared host: the download names are predictable; a symlink planted at the next one
+    (pointing at a file the server's user can write) must not receive the image."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (server.workdir / "download-1.img").symlink_to(victim)
+    blob = tmp_path / "blob.img"
+    blob.write_bytes(os.urandom(4096))
+    r = fastboot(server, "flash", "dtbo", str(blob))
+    assert r.returncode != 0 and "cannot create download-1.img" in r.stderr
+    assert victim.read_bytes() == b"precious"
+
+
+def test_one_staged_download_at_a_time(server, calls, tmp_path):
+    """Each download replaces the staged one: the disk never holds more than one image."""
+    for i in range(3):
+        blob = tmp_path / f"b{i}"
+        blob.write_bytes(os.urandom(2048))
+        assert fastboot(server, "flash", "dtbo", str(blob)).returncode == 0
+    assert sorted(p.name for p in server.workdir.glob("download-*")) == ["download-3.img"]
+    assert [d for _, d in calls.flash] == [(tmp_path / f"b{i}").read_bytes() for i in range(3)]
+
+
+def test_a_workdir_open_to_others_is_refused(tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir(mode=0o777)
+    d.chmod(0o777)
+    with pytest.raises(SetupError, match="open to others"):
+        FastbootServer(workdir=d).start()

@@ -169,3 +169,61 @@ def test_place_option_by_name_or_tags():
             with_place(lab, bad)
     with pytest.raises(LabError, match="not a rack"):
         with_place(load("qemu"), "board-1")
+
+
+# A lab file runs as root: names that reach a shell, a QEMU command line or DT source built
+# on the board must have the shape of what they name (shared-host safety).
+HOSTILE = [
+    ("devices[0].sysfs", "9000000.pl011; reboot", "a sysfs device name"),
+    ("devices[0].sysfs", "9000000.pl011,x-opt=1", "a sysfs device name"),
+    ("devices[0].compatible", 'arm,pl011"; evil', "a compatible like arm,pl011"),
+    ("devices[0].name", "uart$(id)", "a name of letters"),
+    ("devices[0].host_driver", "pl011 && rm", "a driver name"),
+    ("board.uart_sockets[0]", "../../etc/x", "a name of letters"),
+    ("board.dtb[0].node", "/pl061@9030000 { }; /x", "an absolute DT path"),
+]
+
+
+def _with(text: str, key: str, value: str) -> str:
+    import yaml
+
+    data = yaml.safe_load(text)
+    cur = data
+    parts = key.replace("]", "").replace("[", ".").split(".")
+    for p in parts[:-1]:
+        cur = cur[int(p)] if p.isdigit() else cur[p]
+    last = parts[-1]
+    if last.isdigit():
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize("key, value, want", HOSTILE, ids=[h[0] + "=" + h[1] for h in HOSTILE])
+def test_names_that_reach_a_shell_must_have_their_shape(tmp_path, key, value, want):
+    text = (LABS_DIR / "qemu.yaml").read_text()
+    p = tmp_path / "lab.yaml"
+    p.write_text(_with(text, key, value))
+    with pytest.raises(LabError) as e:
+        load(str(p))
+    assert key in str(e.value) and want in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "dts, want",
+    [
+        ('/incbin/("/etc/shadow");', "/incbin/ is not allowed"),
+        ('/include/ "/root/.ssh/id_rsa"', "/include/ is not allowed"),
+        ("x {};\nVFIO_EOF\nreboot -f\n", "would end the DT source"),
+    ],
+)
+def test_raw_dts_cannot_read_host_files_or_end_the_heredoc(tmp_path, dts, want):
+    import yaml
+
+    data = yaml.safe_load((LABS_DIR / "qemu.yaml").read_text())
+    data["board"]["dtb"].append({"node": "/", "dts": dts})
+    p = tmp_path / "lab.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(LabError, match=want):
+        load(str(p))
