@@ -33,6 +33,8 @@ from pytest_vfio_platform.lab import Lab, load
 from pytest_vfio_platform.private import private_dir
 from pytest_vfio_platform.rack.cli import client, tool
 
+from . import ser2net
+
 
 def default_dir() -> Path:
     """$VFIO_RACK_DIR, else $XDG_RUNTIME_DIR/vfio-rack (the user's own), else
@@ -74,10 +76,18 @@ def _port_open(addr: str) -> bool:
         return False
 
 
-def _spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> int:
+def _spawn(
+    cmd: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> int:
     with open(log, "ab") as f:
         p = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, cwd=cwd, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=f,
+            cwd=cwd,
+            start_new_session=True,
+            env=env,
         )
     return p.pid
 
@@ -161,6 +171,7 @@ class LocalRack:
         if changed or "exporter" not in pids:
             if "exporter" in pids:
                 _terminate(pids.pop("exporter"))
+            bindir = ser2net.install(self.dir / "bin")
             cfg = self.dir / "exporter.yaml"
             cfg.write_text(yaml.safe_dump(self.exporter_config()))
             pids["exporter"] = _spawn(
@@ -175,6 +186,8 @@ class LocalRack:
                     str(cfg),
                 ],
                 self.dir / "exporter.log",
+                # its ser2net listens on loopback only (labsim/ser2net.py)
+                env={**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"},
             )
             self._save(pids)
         self._ensure_places()
