@@ -29,7 +29,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from labsim.fastbootd import FastbootServer
+from labsim.fastbootd import LOG_LIMIT, FastbootServer, rotate
 from labsim.pty import PtyRelay
 from labsim.qmp import Qmp, QmpError
 from pytest_vfio_platform.images.bootimg import unpack_boot_img
@@ -110,6 +110,7 @@ class BoardHost:
         cmd += ["-device", "virtconsole,chardev=l2con,name=l2console"]
         cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
         self.boots += 1
+        rotate(self.dir / "qemu.log", LOG_LIMIT)  # bounded across power cycles
         log = open(self.dir / "qemu.log", "ab")  # noqa: SIM115 - handed to the child
         log.write(f"--- boot {self.boots}: {shlex.join(cmd)}\n".encode())
         log.flush()

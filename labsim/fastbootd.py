@@ -23,6 +23,7 @@ connection. stdlib only: the rack and the tests import it without extra packages
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import socket
@@ -39,6 +40,21 @@ HANDSHAKE = b"FB01"
 COMMAND_MAX = 4096
 RESPONSE_MAX = 256  # the client's FB_RESPONSE_SZ
 MESSAGE_MAX = RESPONSE_MAX - 4
+# Bounded on a shared host: the last RECORDS_KEPT commands in memory, the command log rotated
+# (one previous file kept) past LOG_LIMIT bytes.
+RECORDS_KEPT = 10_000
+LOG_LIMIT = 4 << 20
+
+
+def rotate(path: Path, limit: int) -> None:
+    """Move path to path.1 (replacing an older one) once it has grown past limit."""
+    try:
+        if path.stat().st_size > limit:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 DEFAULT_MAX_DOWNLOAD = 512 * 1024 * 1024
 LOG_NAME = "fastboot-commands.jsonl"
 
@@ -128,7 +144,7 @@ class FastbootServer:
         self.on_oem = on_oem
         self.idle_timeout = idle_timeout
         self.log_path = self.workdir / LOG_NAME
-        self._records: list[Record] = []
+        self._records: collections.deque[Record] = collections.deque(maxlen=RECORDS_KEPT)
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
@@ -271,6 +287,7 @@ class FastbootServer:
     def _record(self, record: Record) -> None:
         with self._lock:
             self._records.append(record)
+            rotate(self.log_path, LOG_LIMIT)
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(asdict(record)) + "\n")
 

@@ -20,14 +20,23 @@ PANIC_RE = re.compile(
 )
 
 
+# A board that prints without end (a printk storm, a console loop) must not fill the disk of
+# a shared host: past this, one marker line and nothing more. Far above any real run (a whole
+# ci/test writes a few MiB of console per board).
+CONSOLE_LOG_LIMIT = 64 << 20
+
+
 class ConsoleRecorder:
     """Appends every console read of one labgrid driver to a log file; offsets slice it."""
 
-    def __init__(self, path: Path, source: object) -> None:
+    def __init__(self, path: Path, source: object, limit: int = CONSOLE_LOG_LIMIT) -> None:
         self.path = path
         self.source = source
+        self.limit = limit
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "ab", buffering=0)
+        self._size = self._f.tell()
+        self._capped = False
         self._lock = threading.Lock()
         steps.subscribe(self._notify)
 
@@ -41,7 +50,14 @@ class ConsoleRecorder:
 
     def write(self, data: bytes) -> None:
         with self._lock:
+            if self._capped:
+                return
+            if self._size + len(data) > self.limit:
+                data = data[: max(0, self.limit - self._size)]
+                data += f"\n===== console log capped at {self.limit} bytes =====\n".encode()
+                self._capped = True
             self._f.write(data)
+            self._size += len(data)
 
     def mark(self, text: str) -> None:
         self.write(f"\n===== {text} =====\n".encode())

@@ -54,6 +54,10 @@ class Device:
     stimulus: Stimulus
     host_driver: str | None = None
     variant: str = "default"
+    # DT properties of the device's node in an L2 guest beyond what placement gives
+    # (compatible, reg, interrupts): clock-names (each gets the guest's APB clock),
+    # gpio-controller, #gpio-cells, ... — inventory, so a new device class is YAML only
+    guest_dt: dict[str, Any] = field(default_factory=dict)
 
     @property
     def level_triggered(self) -> bool:
@@ -317,6 +321,39 @@ def _key(k: object) -> str:
     return json.dumps(k) if k is None or isinstance(k, (bool, int, float)) else repr(k)
 
 
+def _dt_props(e: _V, key: str) -> dict[str, Any]:
+    """A mapping of DT property -> value (string, cells, [] for a flag, {raw: DTS})."""
+    props = e.sub(key, required=False) or {}
+    for k, val in props.items():
+        if not isinstance(k, str) or not DT_PROP.regex.fullmatch(k):
+            raise e.fail(f"{key}.{_key(k)}", f"expected {DT_PROP.what} as the key")
+        if isinstance(val, dict):  # {raw: DTS text}, nothing else
+            raw = _V(e.path, val, f"{e.where}.{key}.{_key(k)}")
+            raw.check_keys({"raw"})
+            check_dts(raw, "raw", raw.str("raw"))
+        if isinstance(val, list) and any(isinstance(x, bool) for x in val):
+            raise e.fail(f"{key}.{_key(k)}", f"true/false is not a DT cell or string: {val!r}")
+        try:
+            dts_value(val)
+        except BuildError as err:
+            raise e.fail(f"{key}.{_key(k)}", str(err)) from None
+    return props
+
+
+GUEST_DT_GENERATED = ("compatible", "reg", "interrupts", "clocks")
+
+
+def _guest_dt(d: _V) -> dict[str, Any]:
+    props = _dt_props(d, "guest_dt")
+    for k in GUEST_DT_GENERATED:
+        if k in props:
+            raise d.fail(f"guest_dt.{k}", "set from the device's placement in the guest; drop it")
+    names = props.get("clock-names", ["apb_pclk"])
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise d.fail("guest_dt.clock-names", f"expected a list of clock names, got {_show(names)}")
+    return props
+
+
 def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
     items = v.sub(key, required=False, kind=list) or []
     out = []
@@ -324,20 +361,7 @@ def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
         e = v.child(key, i)
         e.check_keys({"node", "set", "delete", "dts"})
         node = e.str("node", shape=DT_PATH)
-        props = e.sub("set", required=False) or {}
-        for k, val in props.items():
-            if not isinstance(k, str) or not DT_PROP.regex.fullmatch(k):
-                raise e.fail(f"set.{_key(k)}", f"expected {DT_PROP.what} as the key")
-            if isinstance(val, dict):  # {raw: DTS text}, nothing else
-                raw = _V(e.path, val, f"{e.where}.set.{_key(k)}")
-                raw.check_keys({"raw"})
-                check_dts(raw, "raw", raw.str("raw"))
-            if isinstance(val, list) and any(isinstance(x, bool) for x in val):
-                raise e.fail(f"set.{_key(k)}", f"true/false is not a DT cell or string: {val!r}")
-            try:
-                dts_value(val)
-            except BuildError as err:
-                raise e.fail(f"set.{_key(k)}", str(err)) from None
+        props = _dt_props(e, "set")
         delete = e.strings("delete")
         for n, name in enumerate(delete):
             if not DT_PROP.regex.fullmatch(name):
@@ -616,6 +640,7 @@ def _device(d: _V, lab: Lab) -> Device:
             "id_registers",
             "stimulus",
             "variant",
+            "guest_dt",
         }
     )
     m = d.child("mmio") if d.sub("mmio") is not None else None
@@ -668,4 +693,5 @@ def _device(d: _V, lab: Lab) -> Device:
         id_registers=ids,
         stimulus=stim,
         variant=variant,
+        guest_dt=_guest_dt(d),
     )

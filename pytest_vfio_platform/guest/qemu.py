@@ -16,21 +16,23 @@ from dataclasses import dataclass
 
 from ..board import Board
 from ..errors import BoardError
-from ..images.dtb import DtEdit, render_edits
+from ..images.dtb import DtEdit, dts_value, render_edits
 from ..lab import Device
 from . import GuestSlot, slots
 
 GUEST_DIR = "/guest"
 QEMU = "qemu-system-aarch64"
 MACHINE = ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", "256M"]
-CLASS_CLOCKS = {"uart": ("uartclk", "apb_pclk")}
 
 
 def device_node(s: GuestSlot) -> str:
     """A guest DT node for one assigned PrimeCell: the guest's own AMBA driver binds it and
-    reads its ID registers from the real (assigned) hardware."""
+    reads its ID registers from the real (assigned) hardware. Placement gives compatible,
+    reg and interrupts; the inventory's guest_dt the rest (every clock name gets the guest
+    machine's APB clock)."""
     d = s.device
-    names = CLASS_CLOCKS.get(d.cls, ("apb_pclk",))
+    props = dict(d.guest_dt)
+    names = props.pop("clock-names", ["apb_pclk"])
     clocks = " ".join("&{/apb-pclk}" for _ in names)
     trigger = {"level-high": 4, "level-low": 8, "edge-rising": 1, "edge-falling": 2}[d.irq_trigger]
     lines = [
@@ -38,10 +40,11 @@ def device_node(s: GuestSlot) -> str:
         f"reg = <{s.offset:#x} {max(d.mmio_size, 0x1000):#x}>;",
         f"interrupts = <0 {s.spi} {trigger}>;",
         f"clocks = <{clocks}>;",
-        "clock-names = " + ", ".join(f'"{n}"' for n in names) + ";",
+        f"clock-names = {dts_value(names)};",
     ]
-    if d.cls == "gpio":
-        lines += ["gpio-controller;", "#gpio-cells = <2>;"]
+    for k, v in props.items():
+        val = dts_value(v)
+        lines.append(f"{k} = {val};" if val else f"{k};")
     label = f"assigned_{d.name.replace('-', '_')}"
     return f"{label}: {s.node_name} {{\n" + "\n".join("\t" + x for x in lines) + "\n};"
 

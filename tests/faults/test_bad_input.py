@@ -119,7 +119,8 @@ OPTIONAL = [
     r"board\.variants\.\*",
     r"board\.variants\.[^.]+\.(dtb|vfio_args|guest)",
     r"board(\.variants\.[^.]+)?\.dtb\[\*\]\.(set|delete|dts)(\..+)?",
-    r"devices\[\*\]\.(host_driver|id_registers|stimulus|variant)",
+    r"devices\[\*\]\.(host_driver|id_registers|stimulus|variant|guest_dt)",
+    r"devices\[\*\]\.guest_dt\..+",
     r"devices\[\*\]\.id_registers\.[^.]+",
     r"devices\[\*\]\.stimulus\.(setup|ack|socket|line)",
     r"refused\[\*\]\.variant",
@@ -131,6 +132,7 @@ OPEN_MAPPINGS = [
     r"labgrid(\..+)?",
     r"board\.variants",
     r".*\.set",
+    r"devices\[\*\]\.guest_dt",
     r"devices\[\*\]\.id_registers",
 ]
 # Keys that name something defined elsewhere: removing or renaming the definition is
@@ -300,10 +302,15 @@ def accepts(location: str, new: object) -> bool | None:
         return isinstance(new, str)
     if g == "board.machine_args[*]":  # `-smp, 2`: numbers are written unquoted
         return isinstance(new, (str, int, float)) and not isinstance(new, bool)
-    if re.fullmatch(r".*\.set\.[^.]+", g):  # a DT property value: string(s), cell(s), raw
-        return isinstance(new, (str, int)) and not isinstance(new, bool) or new == ["x"]
-    if re.fullmatch(r".*\.set\.[^.]+\[\*\]", g):  # one element of a list value
+    # (the element rule first: `[^.]+` alone also matches "name[*]")
+    if g == "devices[*].guest_dt.clock-names[*]":
+        return isinstance(new, str)
+    if re.fullmatch(r".*\.(set|guest_dt)\.[^.]+\[\*\]", g):  # one element of a list value
         return isinstance(new, (str, int)) and not isinstance(new, bool)
+    if g == "devices[*].guest_dt.clock-names":  # a list of names, nothing else
+        return new == ["x"]
+    if re.fullmatch(r".*\.(set|guest_dt)\.[^.]+", g):  # a DT value: string(s), cell(s), raw
+        return isinstance(new, (str, int)) and not isinstance(new, bool) or new == ["x"]
     return False
 
 

@@ -227,3 +227,32 @@ def test_raw_dts_cannot_read_host_files_or_end_the_heredoc(tmp_path, dts, want):
     p.write_text(yaml.safe_dump(data))
     with pytest.raises(LabError, match=want):
         load(str(p))
+
+
+def test_a_device_class_guest_dt_is_inventory_yaml_only(tmp_path):
+    """A new kind of device gets its L2 guest node from its guest_dt: no Python table."""
+    import dataclasses
+
+    import yaml
+
+    from pytest_vfio_platform.guest import slots
+    from pytest_vfio_platform.guest.qemu import device_node
+
+    data = yaml.safe_load((LABS_DIR / "qemu.yaml").read_text())
+    timer = dict(data["devices"][0], name="timer0", sysfs="9080000.sp804")
+    timer.update(compatible="arm,sp804", **{"class": "timer"})
+    timer["guest_dt"] = {"clock-names": ["timer1", "timer2", "apb_pclk"], "arm,sp804-has-irq": 1}
+    data["devices"].append(timer)
+    p = tmp_path / "lab.yaml"
+    p.write_text(yaml.safe_dump(data))
+    dev = dataclasses.replace(load(str(p)).device("timer0"), bus="platform")
+    node = device_node(slots([dev])[0])
+    assert 'clock-names = "timer1", "timer2", "apb_pclk";' in node
+    assert "clocks = <&{/apb-pclk} &{/apb-pclk} &{/apb-pclk}>;" in node
+    assert "arm,sp804-has-irq = <0x1>;" in node
+    gpio = device_node(slots([load("qemu").device("gpio")])[0])
+    assert "gpio-controller;" in gpio and "#gpio-cells = <0x2>;" in gpio
+    data["devices"][-1]["guest_dt"] = {"reg": [0, 4096]}
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(LabError, match=r"guest_dt.reg: set from the device's placement"):
+        load(str(p))
