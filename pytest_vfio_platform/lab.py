@@ -199,15 +199,6 @@ DTS_FORBIDDEN = re.compile(r"/incbin/|/include/")
 HEREDOC_END = "VFIO_EOF"  # how DT source reaches the board's shell (guest/qemu.py)
 
 
-def _names(v: _V, key: str) -> list[str]:
-    """A list of names that become file and socket names."""
-    names = v.strings(key)
-    for n, name in enumerate(names):
-        if not NAME.regex.fullmatch(name):
-            raise v.fail(f"{key}[{n}]", f"expected {NAME.what}, got {_show(name)}")
-    return names
-
-
 def check_dts(v: _V, key: str, text: str) -> str:
     m = DTS_FORBIDDEN.search(text)
     if m:
@@ -286,13 +277,16 @@ class _V:
         if extra:
             raise self.fail(_key(extra[0]), f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
-    def strings(self, key: str, numbers: bool = False) -> list[str]:
-        """An optional list of strings (numbers too where `-smp, 2` is natural)."""
+    def strings(self, key: str, numbers: bool = False, shape: Shape | None = None) -> list[str]:
+        """An optional list of strings (numbers too where `-smp, 2` is natural), each of
+        the shape given."""
         items = self.sub(key, required=False, kind=list) or []
         ok = (str, int, float) if numbers else (str,)
         for n, a in enumerate(items):
             if isinstance(a, bool) or not isinstance(a, ok):
                 raise self.fail(f"{key}[{n}]", f"expected a string, got {_show(a)}")
+            if shape is not None and not shape.regex.fullmatch(str(a)):
+                raise self.fail(f"{key}[{n}]", f"expected {shape.what}, got {_show(a)}")
         return [str(a) for a in items]
 
 
@@ -362,15 +356,11 @@ def _edits(v: _V, key: str) -> tuple[DtEdit, ...]:
         e.check_keys({"node", "set", "delete", "dts"})
         node = e.str("node", shape=DT_PATH)
         props = _dt_props(e, "set")
-        delete = e.strings("delete")
-        for n, name in enumerate(delete):
-            if not DT_PROP.regex.fullmatch(name):
-                raise e.fail(f"delete[{n}]", f"expected {DT_PROP.what}, got {_show(name)}")
         out.append(
             DtEdit(
                 node=node,
                 set=props,
-                delete=tuple(delete),
+                delete=tuple(e.strings("delete", shape=DT_PROP)),
                 dts=check_dts(e, "dts", e.str("dts", "")),
             )
         )
@@ -548,7 +538,7 @@ def load(name_or_path: str) -> Lab:
         board_type=b.str("type", choices=BOARD_TYPES),
         prompt=b.str("prompt"),
         machine_args=b.strings("machine_args", numbers=True),
-        uart_sockets=_names(b, "uart_sockets"),
+        uart_sockets=b.strings("uart_sockets", shape=NAME),
         boot_args=b.str("boot_args", ""),
         variants=variants,
         labgrid=top.sub("labgrid", required=b.data.get("type") != "rack") or {},

@@ -41,10 +41,14 @@ class GuestConsole:
         except TIMEOUT:
             pass
 
-    def attach_shell(self, timeout: float) -> None:
+    def attach_shell(self, timeout: float) -> float:
+        """Wait for the guest init's banner, then take its shell; returns when (monotonic)
+        the banner came, so a caller can tell the guest's boot from the shell's activation."""
         try:
             self.serial.expect(self.BANNER, timeout=timeout)
+            banner = time.monotonic()
             self.target.activate(self.target.get_driver("ShellDriver", activate=False))
+            return banner
         except TIMEOUT:
             text = self.log.read_bytes()[-600:].decode(errors="replace")
             raise BoardError(

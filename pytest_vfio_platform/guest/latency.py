@@ -63,17 +63,11 @@ def round_trips(
     return lat
 
 
-def uart_echo_command(tty: str = TTY) -> str:
-    """The guest side of the UART samples: its own bytes back out, raw, no line discipline."""
-    return f"stty -F {tty} raw -echo 115200 && (exec cat {tty} > {tty} 2>/dev/null &)"
-
-
-def key_forward_command(event_dev: str, tty: str = TTY) -> str:
-    """The guest side of the power-key samples: every input event of the assigned GPIO's
-    keys written out through the assigned UART as it is read."""
-    return (
-        f"stty -F {tty} raw -echo 115200 && (exec cat /dev/input/{event_dev} > {tty} 2>/dev/null &)"
-    )
+def forward_command(source: str, tty: str = TTY) -> str:
+    """The guest side of the samples: what source yields, written out through the assigned
+    UART (raw, no line discipline) as it is read — the UART itself for the echo, the
+    assigned GPIO's keys' input device for the power key."""
+    return f"stty -F {tty} raw -echo 115200 && (exec cat {source} > {tty} 2>/dev/null &)"
 
 
 def key_event_device(guest) -> str:  # noqa: ANN001 - any guest with check()

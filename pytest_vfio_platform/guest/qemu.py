@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..board import Board
 from ..errors import BoardError
 from ..images.dtb import DtEdit, dts_value, render_edits
-from ..lab import Device
+from ..lab import HEREDOC_END, Device
 from . import GuestSlot, slots
 
 GUEST_DIR = "/guest"
@@ -110,6 +110,7 @@ class QemuGuest:
         self.devices = devices
         self.pid: int | None = None
         self.boot_seconds = 0.0
+        self.boot_steps: dict[str, float] = {}  # the last start(), step by step (ci/bench-guest)
         self._dtb_ready = False
 
     def prepare_dtb(self) -> None:
@@ -118,7 +119,7 @@ class QemuGuest:
             [QEMU, *MACHINE[:1], MACHINE[1] + ",dumpdtb=/tmp/l2-base.dtb", *MACHINE[2:]]
         )
         script = (
-            f"cat > /tmp/l2-edits.dts <<'VFIO_EOF'\n{edits}VFIO_EOF\n"
+            f"cat > /tmp/l2-edits.dts <<'{HEREDOC_END}'\n{edits}{HEREDOC_END}\n"
             f"{machine} -display none -nodefaults 2>/tmp/l2-dump.err || {{ cat /tmp/l2-dump.err; exit 1; }}\n"
             "dtc -q -I dtb -O dts /tmp/l2-base.dtb > /tmp/l2.dts && cat /tmp/l2-edits.dts >> /tmp/l2.dts && "
             "dtc -q -I dts -O dtb -o /tmp/l2.dtb /tmp/l2.dts"
@@ -147,9 +148,17 @@ class QemuGuest:
             raise GuestStartError(
                 f"the board's QEMU refused to start the guest (rc {r.rc}): {r.out.strip()[-1200:]}"
             )
+        t1 = time.monotonic()
         self.pid = int(self.board.check("cat /tmp/l2.pid").strip())
-        console.attach_shell(timeout)
-        self.boot_seconds = time.monotonic() - t0
+        banner = console.attach_shell(timeout)
+        t3 = time.monotonic()
+        self.boot_seconds = t3 - t0
+        self.boot_steps = {
+            "qemu start": t1 - t0,
+            "kernel + init": banner - t1,
+            "shell": t3 - banner,
+            "total": self.boot_seconds,
+        }
 
     def run(self, cmd: str, timeout: float = 30.0):  # noqa: ANN201 - RunResult
         return self.board.guest_console().run(cmd, timeout)

@@ -226,7 +226,7 @@ def test_stimulus_latency_is_reported(board, guest, lab):
     by_class(lab, "gpio")
     peer = board.uart_peer(uart.stimulus.socket)
     try:
-        guest.check(latency.uart_echo_command())
+        guest.check(latency.forward_command(latency.TTY))
         echo = latency.round_trips(
             "UART byte -> guest echo -> outside",
             lambda i: peer.send(bytes([0x41 + i % 26])),
@@ -235,7 +235,7 @@ def test_stimulus_latency_is_reported(board, guest, lab):
             bound=10.0,
         )
         guest.check("kill $(pidof cat) 2>/dev/null; true")
-        guest.check(latency.key_forward_command(latency.key_event_device(guest)))
+        guest.check(latency.forward_command(f"/dev/input/{latency.key_event_device(guest)}"))
         key = latency.round_trips(
             "power key pulse -> guest input event -> UART -> outside",
             lambda i: board.press_power_button(),
