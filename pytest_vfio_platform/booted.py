@@ -100,15 +100,17 @@ def parse_interrupts(text: str) -> list[IrqRow]:
 
 
 def vfio_irq_line(board: Runs, bus: str, sysfs: str) -> IrqLine | None:
-    """The line VFIO requested for the device, while a user holds it. vfio-platform names it
-    `vfio-irq[N](<device>)`; vfio-amba after the periphid (`vfio-amba-<id>`, sysfs `id`),
-    which two AMBA devices of one IP block share."""
+    """The line VFIO requested for the device, while a user holds it. vfio-platform and
+    vfio-platform-nodma name it `vfio-irq[N](<device>)`; generic vfio-amba after the periphid
+    (`vfio-amba-<id>`, sysfs `id`), which two AMBA devices of one IP block share."""
     ident = shlex.quote(f"/sys/bus/{bus}/devices/{sysfs}/id")
     out = board.check(f"echo id=$(cat {ident} 2>/dev/null); cat /proc/interrupts")
     first, _, procfile = out.partition("\n")
     periphid = first.partition("=")[2].strip()
-    name = f"(vfio-amba-{periphid})" if bus == "amba" and periphid else f"({sysfs})"
+    names = (
+        (f"({sysfs})", f"(vfio-amba-{periphid})") if bus == "amba" and periphid else (f"({sysfs})",)
+    )
     for row in parse_interrupts(procfile):
-        if row.name.startswith("vfio-irq") and row.name.endswith(name):
+        if row.name.startswith("vfio-irq") and row.name.endswith(names):
             return IrqLine(row.chip, row.hwirq, row.kind)
     return None

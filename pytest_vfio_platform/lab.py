@@ -40,6 +40,16 @@ class Stimulus:
 
 
 @dataclass(frozen=True)
+class ResetCheck:
+    """How to leave the device dirty as a VMM could (`dirty`, agent OPS), and what its next
+    owner must read after the kernel reset it: (offset, mask, value) per register."""
+
+    dirty: str
+    expect: tuple[tuple[int, int, int], ...]
+    clock: int | None = None  # a seconds counter that must go on as the wall clock (RTC)
+
+
+@dataclass(frozen=True)
 class Device:
     name: str
     cls: str
@@ -58,6 +68,7 @@ class Device:
     # (compatible, reg, interrupts): clock-names (each gets the guest's APB clock),
     # gpio-controller, #gpio-cells, ... — inventory, so a new device class is YAML only
     guest_dt: dict[str, Any] = field(default_factory=dict)
+    reset: ResetCheck | None = None
 
     @property
     def level_triggered(self) -> bool:
@@ -80,6 +91,8 @@ class Variant:
     dtb: tuple[DtEdit, ...]
     vfio_args: str
     guest: bool = False  # the board carries an L2 guest (kernel, initramfs) for guest suites
+    # the VFIO driver a device is bound to, per bus (driver_override)
+    vfio_driver: dict[str, str] = field(default_factory=lambda: dict(VFIO_DRIVER))
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,9 @@ class RackSpec:
 
 
 BOOT_METHODS = ("fastboot-net", "fastboot-usb")
+# The change under test: one driver, for both buses, that admits only the blocks it knows
+# cannot do DMA. A variant can name the generic drivers instead (the noiommu baseline).
+VFIO_DRIVER = {"platform": "vfio-platform-nodma", "amba": "vfio-platform-nodma"}
 
 
 def with_place(lab: Lab, spec: str) -> Lab:
@@ -288,6 +304,16 @@ class _V:
             if shape is not None and not shape.regex.fullmatch(str(a)):
                 raise self.fail(f"{key}[{n}]", f"expected {shape.what}, got {_show(a)}")
         return [str(a) for a in items]
+
+
+def _vfio_driver(v: _V, base: dict[str, str]) -> dict[str, str]:
+    """`vfio_driver: {platform: D, amba: D}`, each bus optional (inherits `base`)."""
+    spec = v.sub("vfio_driver", required=False)
+    if spec is None:
+        return base
+    d = v.child("vfio_driver")
+    d.check_keys(set(BUSES))
+    return {bus: d.str(bus, base[bus], shape=DRIVER) for bus in BUSES}
 
 
 def _kind(v: object) -> str:
@@ -511,12 +537,14 @@ def load(name_or_path: str) -> Lab:
             "uart_sockets",
             "boot_args",
             "vfio_args",
+            "vfio_driver",
             "dtb",
             "variants",
         }
     )
     base_edits = _edits(b, "dtb")
     base_args = b.str("vfio_args", "")
+    base_driver = _vfio_driver(b, dict(VFIO_DRIVER))
     variants: dict[str, Variant] = {}
     vs = b.sub("variants", required=False) or {"default": {}}
     if "default" not in vs:
@@ -525,12 +553,14 @@ def load(name_or_path: str) -> Lab:
         if not isinstance(name, str):
             raise b.fail(f"variants.{_key(name)}", "a variant name is a string")
         vv = _V(path, {} if spec is None else spec, f"board.variants.{name}")
-        vv.check_keys({"dtb", "vfio_args", "guest"})
+        vv.check_keys({"dtb", "vfio_args", "vfio_driver", "guest"})
         guest = vv.data.get("guest", False)
         if not isinstance(guest, bool):
             raise vv.fail("guest", f"expected true or false, got {_show(guest)}")
         edits = base_edits + _edits(vv, "dtb")
-        variants[name] = Variant(name, edits, vv.str("vfio_args", base_args), guest)
+        variants[name] = Variant(
+            name, edits, vv.str("vfio_args", base_args), guest, _vfio_driver(vv, base_driver)
+        )
     lab = Lab(
         name=top.str("name"),
         path=path,
@@ -631,6 +661,7 @@ def _device(d: _V, lab: Lab) -> Device:
             "stimulus",
             "variant",
             "guest_dt",
+            "reset",
         }
     )
     m = d.child("mmio") if d.sub("mmio") is not None else None
@@ -684,4 +715,29 @@ def _device(d: _V, lab: Lab) -> Device:
         stimulus=stim,
         variant=variant,
         guest_dt=_guest_dt(d),
+        reset=_reset(d),
+    )
+
+
+def _reset(d: _V) -> ResetCheck | None:
+    if d.sub("reset", required=False) is None:
+        return None
+    r = d.child("reset")
+    r.check_keys({"dirty", "expect", "clock"})
+    r.sub("expect")
+    e = r.child("expect")
+    expect = []
+    for off in e.data:
+        if isinstance(off, bool) or not isinstance(off, int):
+            raise e.fail(_key(off), "a register offset is an integer (like 0x30)")
+        if isinstance(e.data[off], dict):
+            v = e.child(off)
+            v.check_keys({"mask", "value"})
+            expect.append((off, v.int("mask"), v.int("value")))
+        else:
+            expect.append((off, 0xFFFFFFFF, e.int(off)))
+    if not expect:
+        raise r.fail("expect", "name at least one register the reset must set")
+    return ResetCheck(
+        dirty=r.str("dirty"), expect=tuple(expect), clock=r.int("clock", required=False)
     )

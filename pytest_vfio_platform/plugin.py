@@ -204,7 +204,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(name, params)
 
 
-def _variant(item: pytest.Item) -> str:
+def variant_of(item: pytest.Item) -> str:
+    """The lab variant a test runs on (its `variant` marker)."""
     m = item.get_closest_marker("variant")
     return m.args[0] if m else "default"
 
@@ -220,7 +221,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     order = {v: n for n, v in enumerate(lab.variants)}
     items.sort(
-        key=lambda i: (1, order.get(_variant(i), 99)) if i.get_closest_marker("hil") else (0, 0)
+        key=lambda i: (1, order.get(variant_of(i), 99)) if i.get_closest_marker("hil") else (0, 0)
     )
     if config.getoption("lab_health") and hil:
         from .health import check
@@ -268,7 +269,7 @@ def board(lab_session: LabSession, request: pytest.FixtureRequest) -> Iterator:
     console slice, dmesg delta, taint before/after."""
     failure = None
     try:
-        b = lab_session.board(_variant(request.node))
+        b = lab_session.board(variant_of(request.node))
     except VfioPlatformError as e:
         failure = str(e)
     if failure is not None:  # outside the except: no "during handling of" echo of the same text

@@ -273,6 +273,17 @@ int cmd_irq(const struct args *a, struct session *s)
 	if (a->ready_file && write_ready_file(a->ready_file) < 0)
 		goto out;
 	t_ready = now_ms();
+	if (a->hold) {
+		/* A user that configured the device and dies holding it: the
+		 * eventfd is never read, a level interrupt stays masked. */
+		jbool("held", true);
+		diag("armed irq %u of %s; holding it until a signal", a->index,
+		     a->device);
+		while (!g_signal)
+			pause();
+		rc = 0;
+		goto out;
+	}
 	diag("armed irq %u of %s; waiting for %u event(s), %u ms", a->index,
 	     a->device, a->count, a->timeout_ms);
 

@@ -42,6 +42,7 @@ struct args {
 	const char *ready_file;
 	enum via ops_via;
 	bool have_ops_via;
+	bool hold; /* irq: after setup, keep the device until a signal */
 	bool dry_run;
 };
 

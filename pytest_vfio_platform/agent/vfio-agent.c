@@ -50,6 +50,9 @@ static const char usage_text[] =
 	"  vfio-agent irq  SELECTOR --device NAME --index I --timeout-ms T [--count K]\n"
 	"                  [--setup OPS] [--ack OPS] [--ready-file PATH]\n"
 	"                  [--ops-via mmap|pread] [--iommu KIND]\n"
+	"  vfio-agent irq  SELECTOR --device NAME --index I --hold [--setup OPS]\n"
+	"                  [--ready-file PATH]   arm, set up, then hold the device\n"
+	"                  until a signal: a user that dies holding it\n"
 	"  vfio-agent --help | --version\n"
 	"SELECTOR (exactly one):\n"
 	"  --group N               /dev/vfio/N + container /dev/vfio/vfio\n"
@@ -216,6 +219,13 @@ static int parse_args(int argc, char **argv, struct args *a,
 			a->dry_run = true;
 			continue;
 		}
+		if (!strcmp(arg, "--hold")) {
+			if (a->cmd != CMD_IRQ)
+				return usage_err("option --hold is not valid for '%s'",
+						 a->cmd_name);
+			a->hold = true;
+			continue;
+		}
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
 			print_help();
 			return 1;
@@ -367,7 +377,9 @@ static int parse_args(int argc, char **argv, struct args *a,
 	if (a->cmd == CMD_IRQ) {
 		if (!a->have_index)
 			return usage_err("irq: missing --index I");
-		if (!a->have_timeout)
+		if (a->hold && (a->have_timeout || a->have_count || a->ack.n))
+			return usage_err("irq --hold takes no --timeout-ms, --count or --ack: it waits for a signal");
+		if (!a->have_timeout && !a->hold)
 			return usage_err("irq: missing --timeout-ms T");
 	}
 	return 0;

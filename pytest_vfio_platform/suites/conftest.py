@@ -5,16 +5,19 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_vfio_platform import vfio
+from pytest_vfio_platform.plugin import variant_of
 
 
 @pytest.fixture
-def assign(board) -> Iterator[Callable[..., vfio.Binding]]:
-    """assign(sysfs, bus) binds a device to its VFIO driver; every binding is undone after
-    the test, and the device must be back on the driver it had before."""
+def assign(board, lab, request) -> Iterator[Callable[..., vfio.Binding]]:
+    """assign(sysfs, bus) binds a device to the VFIO driver the test's lab variant names;
+    every binding is undone after the test, and the device must be back on the driver it
+    had before."""
     done: list[vfio.Binding] = []
+    drivers = lab.variants[variant_of(request.node)].vfio_driver
 
     def _assign(sysfs: str, bus: str) -> vfio.Binding:
-        b = vfio.bind(board, sysfs, bus)
+        b = vfio.bind(board, sysfs, bus, drivers[bus])
         done.append(b)
         return b
 

@@ -33,7 +33,9 @@ def guest(lab_session):
     bindings = []
     try:
         for d in devices:
-            b = vfio.bind(board, d.sysfs, d.bus)
+            b = vfio.bind(
+                board, d.sysfs, d.bus, lab_session.lab.variants["guest"].vfio_driver[d.bus]
+            )
             bindings.append(b)
             vfio.require_bound(b)
         g = QemuGuest(board, devices)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vfio_platform import series
 from pytest_vfio_platform.images.cache import ArtifactCache
 from pytest_vfio_platform.images.kernel import PATCH_DIR
 from pytest_vfio_platform.images.source import DEBIAN_TARBALL, pristine_tree, source_digest
@@ -38,6 +39,7 @@ def test_series_exists_and_is_format_patch():
 def test_series_applies_in_order(pristine, tmp_path):
     tree = tmp_path / "vfio"
     shutil.copytree(pristine / "drivers/vfio", tree / "drivers/vfio")
+    shutil.copy(pristine / "MAINTAINERS", tree / "MAINTAINERS")
     for p in PATCHES:
         r = subprocess.run(
             ["patch", "-p1", "--dry-run", "-s", "-d", str(tree), "-i", str(p)],
@@ -64,3 +66,34 @@ def test_checkpatch_strict_clean(pristine, patch):
     assert r.returncode == 0 and "total: 0 errors, 0 warnings, 0 checks" in r.stdout, (
         r.stdout + r.stderr
     )
+
+
+def test_series_is_shaped_as_upstream_writes_it():
+    """Subjects `vfio/platform: Add ...`, messages wrapped, signed off by the author, the
+    RFC thread linked (pytest_vfio_platform.series)."""
+    assert series.problems([series.Patch.read(p) for p in PATCHES]) == []
+
+
+def test_posting_check_refuses_the_placeholder_and_says_how_to_resign(capsys):
+    assert series.main(["--posting"]) == 1
+    out = capsys.readouterr().out
+    assert f"signed with the placeholder identity {series.PLACEHOLDER}" in out
+    assert "re-sign it as yourself" in out and "git format-patch -v2" in out
+
+
+def test_a_resigned_series_is_ready_to_post(tmp_path, capsys):
+    for p in PATCHES:
+        (tmp_path / p.name).write_text(
+            p.read_text().replace("pytest-vfio-platform <" + series.PLACEHOLDER + ">",
+                                  "Jane Doe <jane@example.org>")
+        )  # fmt: skip
+    assert series.main(["--posting", str(tmp_path)]) == 0, capsys.readouterr().out
+
+
+def test_series_check_refuses_a_lower_case_summary_and_a_missing_link(tmp_path):
+    p = PATCHES[0].read_text()
+    p = re.sub(r"(Subject: \[PATCH[^\]]*\] vfio/platform: )(\w)", lambda m: m[1] + m[2].lower(), p)
+    (tmp_path / "0001-x.patch").write_text(p)
+    found = series.problems([series.Patch.read(tmp_path / "0001-x.patch")])
+    assert any("starts lower-case" in f for f in found), found
+    assert any("Link: tag to the RFC" in f for f in found), found

@@ -38,14 +38,14 @@ def pixel_boot(tmp_path_factory):
     return lab, files, RackBoard(lab, rundir)._boot_image(files)
 
 
-def test_pixel_boot_image_round_trips_with_agent_and_opt_in(pixel_boot, tmp_path):
+def test_pixel_boot_image_round_trips_with_agent_and_cmdline(pixel_boot, tmp_path):
     lab, files, img = pixel_boot
     assert files.dtb is None, "a GKI boot image carries no DTB: the phone boots its own"
     parts = verify_round_trip(
         img, tmp_path / "out", kernel=files.kernel, ramdisk=files.initrd, cmdline=files.boot_args
     )
     assert parts.header_version == 4 and parts.dtb is None
-    assert "vfio_platform_base.allow_nodma_emulated=1" in parts.cmdline
+    assert parts.cmdline == files.boot_args
     assert "console=ttySAC0" in parts.cmdline
     names = subprocess.run(
         ["cpio", "-t", "--quiet"], stdin=open(parts.ramdisk, "rb"), capture_output=True, text=True

@@ -79,3 +79,12 @@ Err:          0
         ("GICv3", 33, "Level", "uart-pl011", 2),
         ("c001000.pl061", 3, "Edge", "power", 40),
     ]
+
+
+def test_vfio_irq_line_of_an_amba_device_under_nodma_by_its_name():
+    """vfio-platform-nodma names an AMBA device's line after the device, like vfio-platform."""
+    proc = PROC.replace("id=", "id=00141031") + (
+        " 19:          2          0     GICv3  34 Level     vfio-irq[19](9010000.pl031)\n"
+    )
+    assert vfio_irq_line(Board(proc), "amba", "9010000.pl031") == IrqLine("GICv3", 34, "Level")
+    assert vfio_irq_line(Board(proc), "amba", "9010000.pl061") is None

@@ -15,7 +15,15 @@ def test_qemu_lab_loads_with_inventory():
     uart = lab.device("uart0")
     assert (uart.mmio_base, uart.mmio_size, uart.irq_spi) == (0x9000000, 0x1000, 1)
     assert uart.id_registers["periphid"] == (0xFE0, 0x00141011)
-    assert "default" in lab.variants and "param-off" in lab.variants
+    assert "default" in lab.variants and "noiommu" in lab.variants
+    # the change under test on both buses by default; the baseline on the generic drivers
+    assert lab.variants["default"].vfio_driver == {
+        "platform": "vfio-platform-nodma",
+        "amba": "vfio-platform-nodma",
+    }
+    assert lab.variants["noiommu"].vfio_driver == {"platform": "vfio-platform", "amba": "vfio-amba"}
+    # every assignable device says what its next owner must find after a reset
+    assert all(d.reset and d.reset.expect for d in lab.devices)
     # every variant carries the base DT edits
     for v in lab.variants.values():
         assert any(e.node == "/pl061@9030000" for e in v.dtb)
@@ -81,8 +89,8 @@ def test_bad_choice(tmp_path):
 
 
 def test_unknown_variant_reference(tmp_path):
-    p = _write(tmp_path, BASE.replace("variant: dma-dmas", "variant: dma-nope"))
-    with pytest.raises(LabError, match=r"refused\[2\]\.variant: unknown variant 'dma-nope'"):
+    p = _write(tmp_path, BASE.replace("variant: dma-a,", "variant: dma-nope,", 1))
+    with pytest.raises(LabError, match=r"refused\[3\]\.variant: unknown variant 'dma-nope'"):
         load(str(p))
 
 

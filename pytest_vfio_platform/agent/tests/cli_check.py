@@ -118,6 +118,9 @@ USAGE = [
     ),
     (["irq", *SEL, "--timeout-ms", "10"], "missing --index", "irq"),
     (["irq", *SEL, "--index", "0"], "missing --timeout-ms", "irq"),
+    (["irq", *SEL, "--index", "0", "--hold", "--timeout-ms", "10"], "waits for a signal", "irq"),
+    (["irq", *SEL, "--index", "0", "--hold", "--ack", "r:0"], "waits for a signal", "irq"),
+    (["read", *SEL, "--region", "0", "--offset", "0", "--hold"], "--hold is not valid", "read"),
     (
         ["irq", *SEL, "--index", "0", "--timeout-ms", "10", "--count", "0"],
         "--count: bad number",
