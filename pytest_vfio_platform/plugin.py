@@ -54,6 +54,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "/usr/src/linux-source-6.12.tar.xz)",
     )
     g.addoption(
+        "--kernel-patches",
+        metavar="DIR",
+        help="build the patched kernel with DIR/*.patch (in name order) instead of the "
+        "shipped series: a series under review, or a mutant (ci/mutate)",
+    )
+    g.addoption(
         "--place",
         metavar="NAME|TAG=VALUE[,...]",
         help="rack labs: which place to reserve, by name or by tags (default: the lab's "
@@ -121,7 +127,11 @@ def pytest_configure(config: pytest.Config) -> None:
                 lab = with_place(lab, config.getoption("place"))
             from .provision import KernelChoice
 
-            choice = KernelChoice.parse(config.getoption("kernel"), config.getoption("kernel_src"))
+            choice = KernelChoice.parse(
+                config.getoption("kernel"),
+                config.getoption("kernel_src"),
+                config.getoption("kernel_patches"),
+            )
         except VfioPlatformError as e:
             raise pytest.UsageError(str(e)) from None
         rundir = config.getoption("run_dir")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LabError
+from .errors import LabError, SetupError
 from .images.agent import build_agent
 from .images.cache import ArtifactCache, Hasher, file_digest
 from .images.dtb import board_dtb
@@ -21,24 +21,43 @@ from .lab import Lab
 
 @dataclass(frozen=True)
 class KernelChoice:
-    """--kernel: 'patched', 'stock', or a path to a prebuilt arm64 Image."""
+    """--kernel: 'patched', 'stock', or a path to a prebuilt arm64 Image; --kernel-patches
+    replaces the shipped series (a mutant, a series under review) for 'patched'."""
 
     kind: str  # patched | stock | path
     path: Path | None = None
     source: Path | None = None  # --kernel-src
+    patches: tuple[Path, ...] | None = None  # --kernel-patches: None is the shipped series
+    patch_dir: Path | None = None
 
     @classmethod
-    def parse(cls, value: str, source: str | None = None) -> KernelChoice:
+    def parse(
+        cls, value: str, source: str | None = None, patch_dir: str | None = None
+    ) -> KernelChoice:
         src = Path(source).expanduser() if source else None
+        patches = None
+        pdir = None
+        if patch_dir:
+            if value != "patched":
+                raise SetupError(
+                    f"--kernel-patches replaces the series of the patched kernel; it cannot "
+                    f"go with --kernel={value}"
+                )
+            pdir = Path(patch_dir).expanduser().resolve()
+            patches = tuple(sorted(pdir.glob("*.patch"))) if pdir.is_dir() else ()
+            if not patches:
+                raise SetupError(f"--kernel-patches {patch_dir}: no *.patch files in {pdir}")
         if value in ("patched", "stock"):
-            return cls(value, None, src)
+            return cls(value, None, src, patches, pdir)
         p = Path(value).expanduser()
         check_arm64_image(p)
         return cls("path", p.resolve(), src)
 
     @property
     def label(self) -> str:
-        return self.kind if self.kind != "path" else f"prebuilt:{self.path}"
+        if self.kind == "path":
+            return f"prebuilt:{self.path}"
+        return f"{self.kind}:{self.patch_dir}" if self.patch_dir else self.kind
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,8 @@ def kernel_image(
     if choice.kind == "path":
         assert choice.path
         return choice.path, "unknown (prebuilt)"
-    art = build_kernel(KernelSpec(variant=choice.kind, source=choice.source), cache, progress)
+    spec = KernelSpec(variant=choice.kind, source=choice.source, patches=choice.patches)
+    art = build_kernel(spec, cache, progress)
     return art.image, art.release
 
 

@@ -2,14 +2,16 @@
 
 Why a persistent workspace per (source, fragment): switching between the `patched` and
 `stock` variants, or editing one patch, must rebuild only what changed (seconds), not the
-whole kernel. The workspace tree is re-synced from the pristine source before each build and
-every file rsync or patch touches gets a fresh mtime, so make never misses a reverted file.
+whole kernel. workspace.prepare brings the tree back to the pristine source plus the series
+before each build, rewriting only the files that differ, so make rebuilds what changed and
+never misses a reverted file.
 """
 
 from __future__ import annotations
 
 import codecs
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -21,8 +23,9 @@ from pathlib import Path
 from ..errors import BuildError, SetupError
 from .cache import ArtifactCache, Hasher
 from .progress import Progress, run_logged, stderr_progress
-from .source import default_source, pristine_tree, source_digest
+from .source import default_source, pristine_tree, source_digest, tree_manifest
 from .tools import require
+from .workspace import prepare
 
 PROJECT = Path(__file__).resolve().parents[1]  # the package: kernel/ ships in it
 PATCH_DIR = PROJECT / "kernel" / "patches"
@@ -223,33 +226,24 @@ def apply_patches(tree: Path, patches: tuple[Path, ...], log: Path) -> list[str]
     return touched
 
 
-def sync_tree(pristine: Path, tree: Path, log: Path) -> None:
-    """Make tree equal to pristine; every file rsync rewrites gets mtime=now for make."""
-    rsync = require("rsync")
-    tree.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        [
-            rsync,
-            "-a",
-            "--delete",
-            "--exclude=/.git",
-            f"--exclude=/{BUILD_SUBDIR}",
-            "--out-format=%n",
-            f"{pristine}/",
-            f"{tree}/",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise BuildError(
-            f"copying the kernel source into {tree} failed: {r.stderr[-500:]}", str(log)
-        )
-    now = time.time()
-    for rel in r.stdout.splitlines():
-        p = tree / rel
-        if rel and not rel.endswith("/") and p.is_file() and not p.is_symlink():
-            os.utime(p, (now, now))
+def workspace_id(src: Path, src_digest: str) -> str:
+    """A tarball's workspace is its content's; a source directory keeps one workspace
+    across edits (named by its path), so a one-line edit rebuilds one file, not a tree."""
+    if src.is_dir():
+        return "dir-" + hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
+    return src_digest[:12]
+
+
+def kconfig_digest(patches: tuple[Path, ...]) -> str:
+    """Digest of the hunks of a series that touch Kconfig files: all that can change what
+    merge_config makes of the fragment."""
+    h = hashlib.sha256()
+    for p in patches:
+        for part in re.split(r"(?m)^(?=diff --git )", p.read_text(errors="replace")):
+            m = re.match(r"diff --git a/(\S+)", part)
+            if m and Path(m.group(1)).name.startswith("Kconfig"):
+                h.update(part.encode())
+    return h.hexdigest()
 
 
 def configure(tree: Path, build: Path, fragment: Path, log: Path, progress: Progress) -> None:
@@ -297,7 +291,7 @@ def build_kernel(
     if hit:
         return _artifact(hit, key, spec, patches, built=False)
 
-    workspace = cache.root / "work" / f"{src_digest[:12]}-{spec.fragment.stem}"
+    workspace = cache.root / "work" / f"{workspace_id(src, src_digest)}-{spec.fragment.stem}"
     logs = cache.root / "logs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = logs / f"kernel-{spec.variant}-{key[:12]}-{stamp}.log"
@@ -313,17 +307,21 @@ def build_kernel(
         # every path in a compiler command is relative: ccache then hits across workspaces.
         tree = workspace / "tree"
         bdir = tree / BUILD_SUBDIR
-        sync_tree(pristine, tree, log)
-        apply_patches(tree, patches, log)
-        # merge_config runs when the fragment or the series changes; a source edit is left
-        # to kbuild's own syncconfig, and the result is verified against the fragment after
-        # every build either way, so a symbol lost to a Kconfig change is still named.
-        cfg_stamp = bdir / ".vfio-config-stamp"
-        cfg_id = (
-            h.parts["fragment"]
-            + ":"
-            + "".join(v for k, v in h.parts.items() if k.startswith("patch"))
+        prepare(
+            pristine,
+            tree_manifest(pristine, cache),
+            tree,
+            lambda t: apply_patches(t, patches, log),
+            log,
+            keep=BUILD_SUBDIR,
         )
+        # merge_config runs when the fragment or the Kconfig part of the series changes (a
+        # series that only edits C, such as a mutant, keeps the configuration); a source
+        # edit is left to kbuild's own syncconfig, and the result is verified against the
+        # fragment after every build either way, so a symbol lost to a Kconfig change is
+        # still named.
+        cfg_stamp = bdir / ".vfio-config-stamp"
+        cfg_id = h.parts["fragment"] + ":" + kconfig_digest(patches)
         if (
             not cfg_stamp.is_file()
             or cfg_stamp.read_text() != cfg_id

@@ -77,15 +77,17 @@ def _memo_file_digest(path: Path, cache: ArtifactCache) -> str:
     return digest
 
 
-def tree_digest(root: Path, cache: ArtifactCache) -> str:
-    """Digest over (relative path, file digest, executable bit) of every file but .git."""
+def tree_manifest(root: Path, cache: ArtifactCache) -> dict[str, str]:
+    """Every file but .git, in walk order: relative path -> content digest and executable
+    bits ("<sha256>:<mode>"), or "link:<target>" for a symlink. Digests are memoised on
+    (size, mtime, inode), so a second call costs one stat per file."""
     memo_file = _memo_path(cache, root)
     try:
         memo: dict[str, list[str]] = json.loads(memo_file.read_text())
     except (OSError, ValueError):
         memo = {}
     new_memo: dict[str, list[str]] = {}
-    h = hashlib.sha256()
+    out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDE_DIRS)
         for name in sorted(filenames):
@@ -96,17 +98,30 @@ def tree_digest(root: Path, cache: ArtifactCache) -> str:
             except OSError:
                 continue
             if os.path.islink(p):
-                d = "link:" + os.readlink(p)
-            else:
-                sig = _stat_sig(st)
-                old = memo.get(rel)
-                d = old[1] if old and old[0] == sig else file_digest(Path(p))
-                new_memo[rel] = [sig, d]
-            h.update(f"{rel}\0{d}\0{st.st_mode & 0o111}\n".encode())
-    try:
-        atomic_write(memo_file, json.dumps(new_memo).encode())
-    except OSError:
-        pass
+                out[rel] = "link:" + os.readlink(p)
+                continue
+            sig = _stat_sig(st)
+            old = memo.get(rel)
+            d = old[1] if old and old[0] == sig else file_digest(Path(p))
+            new_memo[rel] = [sig, d]
+            out[rel] = f"{d}:{st.st_mode & 0o111}"
+    if new_memo != memo:
+        try:
+            atomic_write(memo_file, json.dumps(new_memo).encode())
+        except OSError:
+            pass  # a read-only cache only costs speed here
+    return out
+
+
+def tree_digest(root: Path, cache: ArtifactCache) -> str:
+    """Digest over (relative path, file digest, executable bit) of every file but .git."""
+    h = hashlib.sha256()
+    for rel, entry in tree_manifest(root, cache).items():
+        if entry.startswith("link:"):
+            d, mode = entry, str(0o777 & 0o111)  # lstat of a symlink: always rwxrwxrwx
+        else:
+            d, mode = entry.rsplit(":", 1)
+        h.update(f"{rel}\0{d}\0{mode}\n".encode())
     return h.hexdigest()
 
 

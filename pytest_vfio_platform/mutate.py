@@ -1,0 +1,366 @@
+"""Mutation testing of the kernel series: is every safety condition pinned by a test?
+
+Each mutant removes or inverts one condition the series relies on to keep DMA-capable or
+unknown devices away from userspace, or to reset a device its user left behind. A mutant is
+the shipped series plus one extra patch on top, so it builds incrementally from the warm
+workspace (one .c recompiled). The host, refusal and reset suites then run on a board booted
+with it; the mutant is killed when a test fails. One that survives is a branch no test pins:
+the suite would stay green if a later change broke it.
+
+  python -m pytest_vfio_platform.mutate [--lab qemu] [--only NAME ...] [--list]
+
+It ends with `mutants: N, killed: K` and exits 0 only when K = N. A mutant the lab cannot
+reach at all (the ACPI rule on a DT-only board) is listed as unreachable with the reason and
+is not counted in N: it is a gap in the lab, said on every run, not a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BuildError
+from .images.cache import ArtifactCache
+from .images.kernel import PATCH_DIR, KernelSpec, apply_patches, build_kernel
+from .images.progress import quiet
+from .images.source import default_source, pristine_tree, source_digest
+
+NODMA = "drivers/vfio/platform/vfio_platform_nodma.c"
+COMMON = "drivers/vfio/platform/vfio_platform_common.c"
+SUITES = ("test_refusal.py", "test_reset.py", "test_host_assign.py")  # cheapest kill first
+DMA_PROPS = (
+    "iommus",
+    "iommu-map",
+    "msi-parent",
+    "msi-map",
+    "dmas",
+    "memory-region",
+    "#dma-cells",
+    "dma-coherent",
+    "dma-noncoherent",
+    "dma-ranges",
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    what: str  # the condition it breaks, as the table says it
+    file: str
+    edits: tuple[tuple[str, str], ...]  # (text that must occur once, its replacement)
+    unreachable: str = ""  # why this lab cannot run it, if it cannot
+    regex: bool = False  # edits are regular expressions
+
+    def apply(self, text: str) -> str:
+        for old, new in self.edits:
+            pattern = old if self.regex else re.escape(old)
+            text, n = re.subn(pattern, lambda _m, new=new: new, text)
+            if n != 1:
+                raise ValueError(
+                    f"mutant {self.name}: {self.file} has {n} copies of {old!r} (want 1): "
+                    "the series changed, update the mutant"
+                )
+        return text
+
+
+def _drop_prop(prop: str) -> Mutant:
+    return Mutant(
+        f"dma-prop-{prop.lstrip('#')}",
+        f'"{prop}" on the node no longer refuses',
+        NODMA,
+        ((f'"{re.escape(prop)}",[ \n]', ""),),
+        regex=True,
+    )
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "allowlist",
+        "any compatible is taken for the first table entry",
+        NODMA,
+        (("\t\tif (!strcmp(compat, vfio_nodma_ids[i].compat))\n", "\t\tif (compat)\n"),),
+    ),
+    Mutant(
+        "fallback-compatible",
+        "a fallback compatible entry admits (of_device_is_compatible)",
+        NODMA,
+        (
+            (
+                "if (!strcmp(compat, vfio_nodma_ids[i].compat))",
+                "if (of_device_is_compatible(np, vfio_nodma_ids[i].compat))",
+            ),
+        ),
+    ),
+    Mutant(
+        "periphid",
+        "the peripheral ID read from the hardware is not compared",
+        NODMA,
+        (
+            (
+                "if (cid != PRIMECELL_CID || (pid & nd->id->mask) != nd->id->periphid) {",
+                "if (cid != PRIMECELL_CID) {",
+            ),
+        ),
+    ),
+    Mutant(
+        "window-size",
+        "a window bigger than 4 KiB admits",
+        NODMA,
+        (("resource_size(res) != SZ_4K)", "resource_size(res) < SZ_4K)"),),
+    ),
+    *(_drop_prop(p) for p in DMA_PROPS),
+    Mutant(
+        "opt-in",
+        "the AMBA driver matches the PL031 by itself (no driver_override needed)",
+        NODMA,
+        (
+            (
+                "vfio_nodma_amba_ids[] = {\n\t{ 0, 0 },",
+                "vfio_nodma_amba_ids[] = {\n\t{ 0x00041031, 0x000fffff },\n\t{ 0, 0 },",
+            ),
+        ),
+    ),
+    Mutant(
+        "group-registration",
+        "registered as an ordinary group device (needs an IOMMU group, or noiommu)",
+        NODMA,
+        (
+            (
+                "vfio_register_emulated_iommu_dev(&nd->vpdev.vdev)",
+                "vfio_register_group_dev(&nd->vpdev.vdev)",
+            ),
+        ),
+    ),
+    Mutant(
+        "bus-reset-ignored",
+        "vfio_platform_common overwrites the driver's reset with the reset-module lookup",
+        COMMON,
+        (("\tif (vdev->of_reset)\n\t\treturn 0;\n\n", ""),),
+    ),
+    Mutant(
+        "reset-skipped",
+        "no reset on open or release",
+        NODMA,
+        (("\treturn nd->id->reset(nd);\n", "\treturn 0;\n"),),
+    ),
+    Mutant(
+        "pl061-lines-left",
+        "the PL061 reset leaves outputs driven (direction not cleared, not checked)",
+        NODMA,
+        (
+            ("\twritel(0, base + GPIO_DIR);\n", ""),
+            (
+                "\tret = nodma_expect(nd, GPIO_DIR, 0xff, 0);\n\tret = ret ?: ",
+                "\tret = ",
+            ),
+        ),
+    ),
+    Mutant(
+        "pl011-fifo-left",
+        "the PL011 reset leaves the previous owner's bytes in the RX FIFO (not checked)",
+        NODMA,
+        (
+            ("\tfor (n = 0; n < 64 && !(readl(base + UART_FR) & UART_FR_RXFE); n++)\n", ""),
+            ("\t\treadl(base + UART_DR);\n", ""),
+            ("\tret = ret ?: nodma_expect(nd, UART_FR, UART_FR_RXFE, UART_FR_RXFE);\n", ""),
+        ),
+    ),
+    Mutant(
+        "pl031-match-left",
+        "the PL031 reset leaves the match interrupt enabled (not checked)",
+        NODMA,
+        (
+            ("\twritel(0, base + RTC_IMSC);\n\twritel(0, base + RTC_MR);\n", ""),
+            (
+                "\tret = nodma_expect(nd, RTC_IMSC, 1, 0);\n\tret = ret ?: nodma_expect(nd, RTC_MR, ~0, 0);\n\tret = ret ?: ",
+                "\tret = ",
+            ),
+        ),
+    ),
+    Mutant(
+        "acpi",
+        "an ACPI device is admitted without device-specific evidence",
+        NODMA,
+        (("\tif (has_acpi_companion(dev)) {", "\tif (0 && has_acpi_companion(dev)) {"),),
+        unreachable="the lab boots DT only, no device has an ACPI companion; on ACPI the "
+        "next check (no OF node) refuses too, only the logged reason differs",
+    ),
+)
+
+
+def series_files(patches: tuple[Path, ...]) -> list[str]:
+    files: list[str] = []
+    for p in patches:
+        for m in re.finditer(r"(?m)^diff --git a/(\S+) b/", p.read_text()):
+            if m.group(1) not in files:
+                files.append(m.group(1))
+    return files
+
+
+def patched_files(patches: tuple[Path, ...], pristine: Path, scratch: Path) -> dict[str, str]:
+    """The series' files as they are after it applies, from a mini-tree of just those."""
+    tree = scratch / "applied"
+    files = series_files(patches)
+    for rel in files:
+        if (pristine / rel).is_file():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pristine / rel, tree / rel)
+    tree.mkdir(parents=True, exist_ok=True)
+    apply_patches(tree, patches, scratch / "apply.log")
+    return {rel: (tree / rel).read_text() for rel in files if (tree / rel).is_file()}
+
+
+def mutant_series(m: Mutant, patches: tuple[Path, ...], after: dict[str, str], out: Path) -> Path:
+    """The series plus one patch on top that makes the mutation."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in patches:
+        shutil.copyfile(p, out / p.name)
+    old = after[m.file]
+    new = m.apply(old)
+    diff = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"a/{m.file}",
+        tofile=f"b/{m.file}",
+    )
+    (out / f"9999-mutant-{m.name}.patch").write_text(
+        f"mutant {m.name}: {m.what}\n\ndiff --git a/{m.file} b/{m.file}\n" + "".join(diff)
+    )
+    return out
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed | SURVIVED | does not build | unreachable | error
+    by: str = ""
+    seconds: float = 0.0
+
+
+def _first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ")[0]
+    return ""
+
+
+def run_mutant(
+    m: Mutant,
+    series: Path,
+    lab: str,
+    logs: Path,
+    root: Path,
+    extra: list[str],
+) -> Outcome:
+    t0 = time.monotonic()
+    patches = tuple(sorted(series.glob("*.patch")))
+    log = logs / f"{m.name}.log"
+    try:
+        build_kernel(KernelSpec(variant="patched", patches=patches), ArtifactCache(), quiet)
+    except BuildError as e:
+        log.write_text(f"{e}\n")
+        return Outcome(m, "does not build", str(e)[:80], time.monotonic() - t0)
+    suites = root / "pytest_vfio_platform" / "suites"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"--lab={lab}",
+        f"--kernel-patches={series}",
+        f"--run-dir={logs / m.name}",
+        "-x",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        *[str(suites / s) for s in SUITES],
+        *extra,
+    ]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    log.write_text(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    took = time.monotonic() - t0
+    if r.returncode == 1:
+        return Outcome(m, "killed", _first_failure(r.stdout), took)
+    if r.returncode == 0:
+        return Outcome(m, "SURVIVED", "", took)
+    return Outcome(m, "error", f"pytest exit {r.returncode}, see {log}", took)
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [
+        "| mutant | what it breaks | result | first failing test | s |",
+        "|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        by = o.by or o.mutant.unreachable
+        rows.append(f"| {o.mutant.name} | {o.mutant.what} | {o.status} | {by} | {o.seconds:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="ci/mutate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--lab", default="qemu")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--logs", type=Path, help="where per-mutant logs go (default: a temp dir)")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    a = ap.parse_args(argv)
+    chosen = [m for m in MUTANTS if not a.only or m.name in a.only]
+    unknown = set(a.only or ()) - {m.name for m in MUTANTS}
+    if unknown:
+        ap.error(f"unknown mutant(s) {', '.join(sorted(unknown))}; --list shows them")
+    if a.list:
+        for m in chosen:
+            print(
+                f"{m.name:22} {m.what}"
+                + (f" [unreachable: {m.unreachable}]" if m.unreachable else "")
+            )
+        return 0
+    root = Path(__file__).resolve().parents[1]
+    patches = tuple(sorted(PATCH_DIR.glob("*.patch")))
+    cache = ArtifactCache()
+    src = default_source()
+    pristine = pristine_tree(src, source_digest(src, cache), cache)
+    scratch = Path(tempfile.mkdtemp(prefix="mutate-", dir=cache.root))
+    logs = a.logs or scratch / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    outcomes: list[Outcome] = []
+    try:
+        after = patched_files(patches, pristine, scratch)
+        for m in chosen:
+            if m.unreachable:
+                outcomes.append(Outcome(m, "unreachable"))
+                continue
+            series = mutant_series(m, patches, after, scratch / "series" / m.name)
+            o = run_mutant(m, series, a.lab, logs, root, a.pytest_args)
+            print(f"{m.name}: {o.status} {o.by} ({o.seconds:.0f}s)", file=sys.stderr, flush=True)
+            outcomes.append(o)
+    finally:
+        shutil.rmtree(scratch / "series", ignore_errors=True)
+        shutil.rmtree(scratch / "applied", ignore_errors=True)
+    print(table(outcomes))
+    counted = [o for o in outcomes if o.status != "unreachable"]
+    killed = sum(o.status == "killed" for o in counted)
+    gaps = [o.mutant.name for o in outcomes if o.status == "unreachable"]
+    print(f"logs: {logs}")
+    print(
+        f"mutants: {len(counted)}, killed: {killed}"
+        + (f" (not reachable on this lab, not counted: {', '.join(gaps)})" if gaps else "")
+    )
+    return 0 if killed == len(counted) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
