@@ -379,6 +379,26 @@ def _artifact(
     )
 
 
+UAPI_INPUTS = (
+    "include/uapi/",
+    "arch/arm64/include/uapi/",
+    "arch/arm64/tools/",
+    "scripts/",
+    "usr/",
+)
+UAPI_INPUT_FILES = ("Makefile", "arch/arm64/Makefile")
+
+
+def uapi_inputs_digest(manifest: dict[str, str]) -> str:
+    """Digest of the files `make headers_install` reads: the uapi trees, the scripts that
+    process them and the makefiles that drive it."""
+    h = hashlib.sha256()
+    for rel, entry in manifest.items():
+        if rel.startswith(UAPI_INPUTS) or rel in UAPI_INPUT_FILES:
+            h.update(f"{rel}\0{entry}\n".encode())
+    return h.hexdigest()
+
+
 def uapi_headers(
     spec: KernelSpec, cache: ArtifactCache | None = None, progress: Progress = stderr_progress
 ) -> Path:
@@ -386,7 +406,12 @@ def uapi_headers(
     cache = cache or ArtifactCache()
     src = (spec.source or default_source()).resolve()
     digest = source_digest(src, cache)
-    h = Hasher("uapi").add("recipe", RECIPE_VERSION).add("source", digest)
+    h = Hasher("uapi").add("recipe", RECIPE_VERSION)
+    if src.is_dir():  # an edited tree: only what headers_install reads, so a driver edit
+        # keeps the headers, the agent and the initramfs built on them
+        h.add("source-uapi", uapi_inputs_digest(tree_manifest(src, cache)))
+    else:
+        h.add("source", digest)
 
     def build(out: Path) -> dict:
         pristine = pristine_tree(src, digest, cache)

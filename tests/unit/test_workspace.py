@@ -148,3 +148,13 @@ def test_a_build_killed_mid_prepare_is_synced_in_full(tmp_path):
     assert not (tree / RECORD).exists()  # no record: the tree is not trusted
     assert _prepare(cache, pristine, tree, [], log) == -1
     assert _content(tree) == {"a.c": "int a;\n"}
+
+
+def test_uapi_key_ignores_a_driver_edit_but_not_a_uapi_edit():
+    from pytest_vfio_platform.images.kernel import uapi_inputs_digest
+
+    base = {"Makefile": "m:0", "include/uapi/linux/vfio.h": "v:0", "drivers/x.c": "x:0"}
+    d0 = uapi_inputs_digest(base)
+    assert uapi_inputs_digest({**base, "drivers/x.c": "x2:0"}) == d0
+    assert uapi_inputs_digest({**base, "include/uapi/linux/vfio.h": "v2:0"}) != d0
+    assert uapi_inputs_digest({**base, "scripts/headers_install.sh": "s:73"}) != d0
