@@ -102,12 +102,15 @@ def parse_fragment(path: Path) -> dict[str, str]:
     return want
 
 
-def verify_config(fragment: Path, dotconfig: Path) -> None:
-    """Every symbol the fragment asks for must survive olddefconfig with the same value."""
+def verify_config(fragment: Path, dotconfig: Path, exempt: frozenset[str] = frozenset()) -> None:
+    """Every symbol the fragment asks for must survive olddefconfig with the same value
+    (but those in exempt: symbols the shipped series defines, in a build without it)."""
     want = parse_fragment(fragment)
     have = parse_fragment_like_config(dotconfig)
     lost = []
     for sym, val in want.items():
+        if sym in exempt:
+            continue
         got = have.get(sym, "n")
         if got != val:
             lost.append(f"{sym}={val} (final .config: {'not set' if got == 'n' else got})")
@@ -234,6 +237,15 @@ def workspace_id(src: Path, src_digest: str) -> str:
     return src_digest[:12]
 
 
+def kconfig_symbols(patches: tuple[Path, ...]) -> frozenset[str]:
+    """CONFIG_ names a series adds (`+config FOO` in its Kconfig hunks)."""
+    syms = set()
+    for p in patches:
+        for m in re.finditer(r"(?m)^\+\s*(?:menu)?config\s+(\w+)", p.read_text(errors="replace")):
+            syms.add("CONFIG_" + m.group(1))
+    return frozenset(syms)
+
+
 def kconfig_digest(patches: tuple[Path, ...]) -> str:
     """Digest of the hunks of a series that touch Kconfig files: all that can change what
     merge_config makes of the fragment."""
@@ -246,7 +258,14 @@ def kconfig_digest(patches: tuple[Path, ...]) -> str:
     return h.hexdigest()
 
 
-def configure(tree: Path, build: Path, fragment: Path, log: Path, progress: Progress) -> None:
+def configure(
+    tree: Path,
+    build: Path,
+    fragment: Path,
+    log: Path,
+    progress: Progress,
+    exempt: frozenset[str] = frozenset(),
+) -> None:
     """allnoconfig + fragment via the kernel's merge_config.sh, then verify every symbol.
 
     merge_config.sh only warns about requested values that did not survive; verify_config
@@ -268,7 +287,7 @@ def configure(tree: Path, build: Path, fragment: Path, log: Path, progress: Prog
         cwd=tree,
         env={"ARCH": "arm64", "CROSS_COMPILE": CROSS, "LC_ALL": "C"},
     )
-    verify_config(fragment, build / ".config")
+    verify_config(fragment, build / ".config", exempt)
 
 
 def build_kernel(
@@ -320,6 +339,11 @@ def build_kernel(
         # edit is left to kbuild's own syncconfig, and the result is verified against the
         # fragment after every build either way, so a symbol lost to a Kconfig change is
         # still named.
+        # the fragment enables the series' own symbols; a build without the series (stock)
+        # cannot have them, and that is the point of it, not a lost symbol
+        exempt = kconfig_symbols(tuple(sorted(PATCH_DIR.glob("*.patch")))) - kconfig_symbols(
+            patches
+        )
         cfg_stamp = bdir / ".vfio-config-stamp"
         cfg_id = h.parts["fragment"] + ":" + kconfig_digest(patches)
         if (
@@ -327,7 +351,7 @@ def build_kernel(
             or cfg_stamp.read_text() != cfg_id
             or not (bdir / ".config").is_file()
         ):
-            configure(tree, bdir, spec.fragment, log, progress)
+            configure(tree, bdir, spec.fragment, log, progress, exempt)
             cfg_stamp.write_text(cfg_id)
         n = jobs or os.cpu_count() or 2
         env = _make_env(cache)
@@ -346,7 +370,7 @@ def build_kernel(
             cwd=tree,
             env=env,
         )
-        verify_config(spec.fragment, bdir / ".config")
+        verify_config(spec.fragment, bdir / ".config", exempt)
         shutil.copyfile(bdir / "arch/arm64/boot/Image", out / "Image")
         shutil.copyfile(bdir / ".config", out / "config")
         release = (bdir / "include/config/kernel.release").read_text().strip()

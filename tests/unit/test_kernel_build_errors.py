@@ -27,3 +27,21 @@ def test_patch_failure_on_an_empty_cache_names_the_patch_and_keeps_the_log(tmp_p
     assert cache.lookup("kernel", "x") is None and not list(
         (cache.root / "artifacts" / "kernel").glob("*")
     )
+
+
+def test_a_stock_build_does_not_call_the_series_own_symbols_lost(tmp_path):
+    """l1.config enables CONFIG_VFIO_PLATFORM_NODMA, which only the series defines: a stock
+    build is verified without it; any other lost symbol is still named."""
+    frag = tmp_path / "l1.config"
+    frag.write_text("CONFIG_VFIO_PLATFORM_NODMA=y\nCONFIG_VFIO=y\n")
+    dot = tmp_path / ".config"
+    dot.write_text("CONFIG_VFIO=y\n")
+    shipped = tuple(sorted(kernel.PATCH_DIR.glob("*.patch")))
+    exempt = kernel.kconfig_symbols(shipped) - kernel.kconfig_symbols(())
+    assert exempt == {"CONFIG_VFIO_PLATFORM_NODMA"}
+    kernel.verify_config(frag, dot, exempt)
+    with pytest.raises(BuildError, match="CONFIG_VFIO_PLATFORM_NODMA=y"):
+        kernel.verify_config(frag, dot)  # the patched build must have it
+    dot.write_text("")
+    with pytest.raises(BuildError, match=r"CONFIG_VFIO=y \(final .config: not set\)"):
+        kernel.verify_config(frag, dot, exempt)
