@@ -84,7 +84,17 @@ USERSPACE_EVENT = "vfio_platform_intp_interrupt"
 TRACE_LOG = "/tmp/l2-trace.log"
 
 
-def qemu_command(devices: list[Device], console: str = "/dev/hvc0") -> list[str]:
+BACKENDS = ("group", "iommufd")
+
+
+def qemu_command(
+    devices: list[Device], console: str = "/dev/hvc0", backend: str = "group"
+) -> list[str]:
+    """backend: how QEMU opens the devices. 'group': the legacy container and
+    /dev/vfio/<group>; 'iommufd': /dev/iommu and the device's cdev
+    (/dev/vfio/devices/vfioN), the path VFIO's new userspace takes."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown VFIO backend {backend!r} (expected one of {BACKENDS})")
     cmd = [QEMU, *MACHINE, "-display", "none", "-nodefaults", "-no-user-config"]
     for ev in (*IRQFD_EVENTS, USERSPACE_EVENT, "vfio_platform_realize"):
         cmd += ["-trace", f"enable={ev}"]
@@ -96,8 +106,11 @@ def qemu_command(devices: list[Device], console: str = "/dev/hvc0") -> list[str]
     # boot (7 of 10 s). Warnings and worse (an oops, a panic) still reach the console;
     # the whole log stays in the guest's dmesg.
     cmd += ["-dtb", "/tmp/l2.dtb", "-append", "console=ttyAMA0 quiet"]
+    if backend == "iommufd":
+        cmd += ["-object", "iommufd,id=iommufd0"]
     for d in devices:
-        cmd += ["-device", f"vfio-platform,host={d.sysfs}"]
+        extra = ",iommufd=iommufd0" if backend == "iommufd" else ""
+        cmd += ["-device", f"vfio-platform,host={d.sysfs}{extra}"]
     return cmd
 
 
@@ -105,9 +118,10 @@ class QemuGuest:
     """One L2 guest on a booted board. Its console is the board's guest console (a
     virtio-console port of the board, surfaced as a TCP socket on this machine)."""
 
-    def __init__(self, board: Board, devices: list[Device]) -> None:
+    def __init__(self, board: Board, devices: list[Device], backend: str = "group") -> None:
         self.board = board
         self.devices = devices
+        self.backend = backend
         self.pid: int | None = None
         self.boot_seconds = 0.0
         self.boot_steps: dict[str, float] = {}  # the last start(), step by step (ci/bench-guest)
@@ -139,14 +153,16 @@ class QemuGuest:
             self._dtb_ready = True
         console = self.board.guest_console()
         console.detach_shell()
-        cmd = shlex.join(qemu_command(self.devices)) + " -daemonize -pidfile /tmp/l2.pid"
+        argv = shlex.join(qemu_command(self.devices, backend=self.backend))
+        cmd = argv + " -daemonize -pidfile /tmp/l2.pid"
         t0 = time.monotonic()
         r = self.board.run(
             f"rm -f /tmp/l2.pid; {cmd} 2>/tmp/l2.err; rc=$?; cat /tmp/l2.err; exit $rc", timeout=60
         )
         if r.rc != 0:
             raise GuestStartError(
-                f"the board's QEMU refused to start the guest (rc {r.rc}): {r.out.strip()[-1200:]}"
+                f"the board's QEMU refused to start the guest (rc {r.rc}): "
+                f"{(r.out.strip() or self._why_not(argv))[-1200:]}"
             )
         t1 = time.monotonic()
         self.pid = int(self.board.check("cat /tmp/l2.pid").strip())
@@ -159,6 +175,15 @@ class QemuGuest:
             "shell": t3 - banner,
             "total": self.boot_seconds,
         }
+
+    def _why_not(self, argv: str) -> str:
+        """QEMU's own message when -daemonize lost it (its child reports a failed device
+        realize only as an exit status): the same command once more in the foreground,
+        stopped before the guest runs (-S), so the error is printed and nothing boots."""
+        r = self.board.run(
+            f"timeout 20 {argv} -S 2>&1 | grep -v 'is deprecated' | tail -5", timeout=40
+        )
+        return r.out.strip() or "(QEMU printed nothing)"
 
     def run(self, cmd: str, timeout: float = 30.0):  # noqa: ANN201 - RunResult
         return self.board.guest_console().run(cmd, timeout)

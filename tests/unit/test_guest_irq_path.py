@@ -1,5 +1,7 @@
 """The interrupt path report, from QEMU's trace lines (log backend: `event args`)."""
 
+import pytest
+
 from pytest_vfio_platform.guest.qemu import TRACE_LOG, IrqPaths, qemu_command
 from pytest_vfio_platform.lab import load
 
@@ -33,3 +35,15 @@ def test_vmm_command_traces_the_paths():
     assert ["-D", TRACE_LOG] == cmd[cmd.index("-D") : cmd.index("-D") + 2]
     assert "enable=vfio_platform_intp_interrupt" in cmd
     assert "enable=vfio_platform_start_level_irqfd_injection" in cmd
+
+
+def test_the_iommufd_backend_opens_every_device_through_one_iommufd_object():
+    devices = load("qemu").devices
+    cmd = qemu_command(devices, backend="iommufd")
+    assert cmd.count("-object") == 1 and "iommufd,id=iommufd0" in cmd
+    assigned = [a for a in cmd if a.startswith("vfio-platform,")]
+    assert len(assigned) == len(devices)
+    assert all(a.endswith(",iommufd=iommufd0") for a in assigned)
+    assert not any("iommufd" in a for a in qemu_command(devices))  # group: none of it
+    with pytest.raises(ValueError, match="unknown VFIO backend 'vfio-user'"):
+        qemu_command(devices, backend="vfio-user")
