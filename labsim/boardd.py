@@ -30,11 +30,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from labsim.fastbootd import LOG_LIMIT, FastbootServer, rotate
-from labsim.pty import PtyRelay
+from labsim.peer import is_owner
 from labsim.qmp import Qmp, QmpError
 from pytest_vfio_platform.images.bootimg import unpack_boot_img
 from pytest_vfio_platform.images.cache import atomic_write
 from pytest_vfio_platform.private import private_dir
+from pytest_vfio_platform.ptyrelay import PtyRelay
 
 LINES = ("uart0", "console", "guest")  # -serial order: uart0 @0x9000000, console = uart1
 
@@ -162,7 +163,16 @@ def _handler(host: BoardHost) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _owner_only(self) -> bool:
+            """The relay switches a board's power: only its owner may (labsim.peer)."""
+            if is_owner(self.connection):
+                return True
+            self._reply(403, "refused: this board host answers only the user that runs it")
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if not self._owner_only():
+                return
             parts = [p for p in self.path.split("/") if p]
             if parts[:1] == ["power"] and len(parts) == 3 and parts[2] in ("0", "1"):
                 host.power(parts[2] == "1")
@@ -177,6 +187,8 @@ def _handler(host: BoardHost) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, f"no such endpoint: {self.path}")
 
         def do_PUT(self) -> None:  # noqa: N802
+            if not self._owner_only():
+                return
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode().strip()
             if self.path.rstrip("/") != "/button":
                 self._reply(404, f"no such endpoint: {self.path}")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from labsim.peer import is_owner, tcp_peer_uid
 from pytest_vfio_platform.private import create_private, private_dir
 
 HANDSHAKE = b"FB01"
@@ -231,6 +232,11 @@ class FastbootServer:
                 time.sleep(0.5)
                 continue
             peer = f"{addr[0]}:{addr[1]}"
+            if not is_owner(conn):  # fastboot boots what it is sent: only for the owner
+                uid = tcp_peer_uid(conn)
+                self._note(f"{peer}: refused, connection from uid {uid} (only the owner's)")
+                conn.close()
+                continue
             self._client = conn
             if self._stopping.is_set():  # stop() ran between accept() and the line above
                 conn.close()

@@ -30,6 +30,7 @@ from .errors import BoardError
 from .guest.console import GuestConsole, guest_target
 from .lab import Lab
 from .provision import BootFiles
+from .ptyrelay import PtyRelay
 from .shellrun import CheckedShell, ConsoleGarbled, RunResult
 from .stimulus import UartPeer
 
@@ -79,7 +80,7 @@ class VfioBoardStrategy(Strategy):
         (QEMU with -kernel); a rack board is sent its boot image here."""
 
 
-def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_port: int) -> dict:
+def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_sock: Path) -> dict:
     uart_args = " ".join(
         f"-serial unix:{rundir / (name + '.sock')},server=on,wait=off" for name in lab.uart_sockets
     )
@@ -88,7 +89,7 @@ def _labgrid_config(lab: Lab, files: BootFiles, rundir: Path, qemu: str, guest_p
     machine_extra = shlex.join(lab.machine_args)
     guest_console_args = (
         "-device virtio-serial-device "
-        f"-chardev socket,id=l2con,host=127.0.0.1,port={guest_port},server=on,wait=off "
+        f"-chardev socket,id=l2con,path={guest_sock} "
         "-device virtconsole,chardev=l2con,name=l2console"
     )
     values = {
@@ -142,7 +143,7 @@ class Board:
         self.boots = 0
         self.needs_reboot = False
         self._guest_console: GuestConsole | None = None
-        self.guest_port = 0
+        self._guest_relay: PtyRelay | None = None
         self.checked = CheckedShell()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -201,12 +202,21 @@ class Board:
     # -- backend hooks (QEMU on this machine) ----------------------------------------------
     def _config(self, files: BootFiles) -> dict:
         """The labgrid environment for one boot: target main (the board), target guest."""
-        self.guest_port = free_port()
-        cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self.guest_port)
+        # a pty only this user can open, relayed to the unix socket QEMU's chardev connects
+        # to: no TCP port a local neighbour could reach (or take first)
+        self._close_guest_relay()
+        self._guest_relay = PtyRelay("guest", self.socket_path("guest-console"), stall_drop=None)
+        cfg = _labgrid_config(self.lab, files, self.rundir, self.qemu, self._guest_relay.sock_path)
         cfg["targets"]["guest"] = guest_target(
-            {"NetworkSerialPort": {"host": "127.0.0.1", "port": self.guest_port, "protocol": "raw"}}
+            {"RawSerialPort": {"port": self._guest_relay.port, "speed": 115200}}
         )
         return cfg
+
+    def _close_guest_relay(self) -> None:
+        relay = getattr(self, "_guest_relay", None)
+        if relay is not None:
+            relay.close()
+            self._guest_relay = None
 
     def _prepare(self, files: BootFiles) -> None:
         """Anything to set up on the target before power-on (nothing for a QEMU board)."""
@@ -246,6 +256,7 @@ class Board:
         if self.recorder is not None:
             self.recorder.close()
         self.env = self.target = self.recorder = None
+        self._close_guest_relay()
 
     def _backend_gone(self) -> str | None:
         """Why the board cannot answer if its QEMU process is gone, else None."""

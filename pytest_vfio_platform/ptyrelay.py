@@ -1,10 +1,16 @@
-"""A serial line of a QEMU board, presented as a pseudo-terminal that outlives QEMU.
+"""A serial line of a QEMU board, presented as a pseudo-terminal only its owner can open.
 
-Why: labgrid's exporter shares a board's serial port over the network by running ser2net on a
-`/dev/...` device (a `RawSerialPort`). QEMU's own `-serial pty` gets a new /dev/pts/N on every
-start, and a power cycle restarts QEMU; the exporter and its clients must keep one path. So
-the board host owns the pty for its whole life and relays bytes to whichever QEMU is running,
-as a USB serial adapter stays put while the board behind it reboots.
+Why a pty and not a TCP port: a console is a root shell without login. A TCP listener on
+loopback is open to every local user, and a free port picked first and listened on later is
+a race a neighbour can win. A pty slave with mode 0600 and a unix socket with mode 0600 are
+reachable by this user only, and labgrid drives a pty as it drives a USB serial adapter
+(`RawSerialPort`), also through ser2net on a rack's exporter.
+
+Why a relay and not QEMU's own `-serial pty`: QEMU's pty gets a new /dev/pts/N on every start,
+and a power cycle restarts QEMU; the exporter and its clients must keep one path. So the
+owner keeps the pty for its whole life and relays bytes to whichever QEMU is running (QEMU's
+chardev connects to the relay's unix socket), as a USB serial adapter stays put while the
+board behind it reboots.
 """
 
 from __future__ import annotations
@@ -26,12 +32,20 @@ STALL_DROP_SECONDS = 2.0
 
 
 class PtyRelay:
-    """pty master <-> the unix socket QEMU connects its chardev to."""
+    """pty master <-> the unix socket QEMU connects its chardev to.
 
-    def __init__(self, name: str, sock_path: Path) -> None:
+    stall_drop: seconds a reader may take nothing before output is dropped (a board UART,
+    whose QEMU would otherwise freeze); None never drops (a virtio console, which QEMU
+    throttles by itself when the line does not drain)."""
+
+    def __init__(
+        self, name: str, sock_path: Path, stall_drop: float | None = STALL_DROP_SECONDS
+    ) -> None:
         self.name = name
         self.sock_path = sock_path
+        self.stall_drop = stall_drop
         self.master, slave = os.openpty()
+        os.fchmod(slave, 0o600)  # openpty gives 0620: the tty group could write to a shell
         self.port = os.ttyname(slave)
         tty.setraw(slave)  # no echo, no CR/LF games: a byte in is a byte out
         attrs = termios.tcgetattr(slave)
@@ -43,7 +57,11 @@ class PtyRelay:
         os.set_blocking(self.master, False)
         sock_path.unlink(missing_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(sock_path))
+        old = os.umask(0o177)  # the socket is 0600 from the start, not after a chmod
+        try:
+            self.listener.bind(str(sock_path))
+        finally:
+            os.umask(old)
         self.listener.listen(1)
         self.conn: socket.socket | None = None
         self.dropped = 0
@@ -101,15 +119,18 @@ class PtyRelay:
         view = memoryview(data)
         # once nobody has drained the line for STALL_DROP_SECONDS, drop at once until it
         # drains again, or every chunk would stall the board for that long
-        deadline = time.monotonic() + (0 if self._stalled else STALL_DROP_SECONDS)
+        grace = self.stall_drop
+        deadline = time.monotonic() + (0 if self._stalled else grace or 0)
         while view:
             try:
                 n = os.write(self.master, view)
                 view = view[n:]
                 self._stalled = False
-                deadline = time.monotonic() + STALL_DROP_SECONDS
+                deadline = time.monotonic() + (grace or 0)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if self._stop:
+                    return
+                if grace is not None and time.monotonic() >= deadline:
                     self.dropped += len(view)
                     self._stalled = True
                     return
