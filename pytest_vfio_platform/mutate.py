@@ -118,13 +118,31 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     *(_drop_prop(p) for p in DMA_PROPS),
     Mutant(
-        "opt-in",
-        "the AMBA driver matches the PL031 by itself (no driver_override needed)",
+        "opt-in-amba",
+        "the AMBA driver matches the PL031 by itself (an id table entry)",
         NODMA,
         (
             (
                 "vfio_nodma_amba_ids[] = {\n\t{ 0, 0 },",
                 "vfio_nodma_amba_ids[] = {\n\t{ 0x00041031, 0x000fffff },\n\t{ 0, 0 },",
+            ),
+        ),
+    ),
+    Mutant(
+        "opt-in-platform",
+        "the platform driver matches arm,pl061 by itself (an OF match table)",
+        NODMA,
+        (
+            (
+                "static struct platform_driver vfio_nodma_platform_driver = {\n",
+                "static const struct of_device_id nodma_of_ids[] = {\n"
+                '\t{ .compatible = "arm,pl061" },\n\t{ }\n};\n\n'
+                "static struct platform_driver vfio_nodma_platform_driver = {\n",
+            ),
+            (
+                "\t\t.name\t= DRIVER_NAME,\n\t},\n\t.driver_managed_dma = true,\n};\n\n#ifdef",
+                "\t\t.name\t= DRIVER_NAME,\n\t\t.of_match_table = nodma_of_ids,\n\t},\n"
+                "\t.driver_managed_dma = true,\n};\n\n#ifdef",
             ),
         ),
     ),

@@ -37,6 +37,38 @@ def test_no_device_is_taken_without_driver_override(board, lab):
         assert out.split()[1:] == ["0"], f"{d} took devices at boot: {board.check(f'ls {d}')}"
 
 
+def test_the_driver_binds_nothing_without_driver_override(board, lab, device):
+    """Opt-in, asked directly: with driver_override empty, a bind through the driver's own
+    `bind` file must be refused by the driver core (no id table, no OF match). The check
+    above cannot see a match table when the native driver probes first and wins."""
+    drv = lab.variants["default"].vfio_driver[device.bus]
+    bus = f"/sys/bus/{device.bus}"
+    dev = f"{bus}/devices/{device.sysfs}"
+    script = f"""
+d={dev}; nd={bus}/drivers/{drv}
+if [ ! -d "$nd" ]; then echo absent; exit 0; fi
+old=$(basename "$(readlink $d/driver)" 2>/dev/null)
+echo "override=$(cat $d/driver_override)"
+[ -n "$old" ] && echo {device.sysfs} > $d/driver/unbind
+if echo {device.sysfs} > $nd/bind 2>/dev/null; then echo bind=taken; else echo bind=refused; fi
+now=$(basename "$(readlink $d/driver)" 2>/dev/null)
+echo "now=$now"
+[ "$now" = "{drv}" ] && echo {device.sysfs} > $nd/unbind
+[ -n "$old" ] && echo {device.sysfs} > {bus}/drivers/$old/bind
+echo "restored=$(basename "$(readlink $d/driver)" 2>/dev/null)"
+"""
+    out = board.check(script)
+    assert "absent" not in out.split(), (
+        f"the kernel has no {bus}/drivers/{drv}: the emulated-IOMMU change is absent"
+    )
+    assert "override=(null)" in out, out
+    assert "bind=refused" in out and f"now={drv}" not in out, (
+        f"{drv} took {device.sysfs} without driver_override: {out}"
+    )
+    host = device.host_driver or ""
+    assert f"restored={host}" in out.splitlines(), f"host driver not restored: {out}"
+
+
 @pytest.mark.variant("noiommu")
 def test_noiommu_mode_binds_but_taints_baseline(board, device, assign):
     """The baseline the change removes: unsafe noiommu mode works on any kernel, and taints."""

@@ -29,7 +29,14 @@ def test_every_safety_condition_has_a_mutant():
     names = {m.name for m in mutate.MUTANTS}
     assert {f"dma-prop-{p.lstrip('#')}" for p in mutate.DMA_PROPS} <= names
     assert len(mutate.DMA_PROPS) == 10
-    for need in ("allowlist", "fallback-compatible", "opt-in", "reset-skipped", "acpi"):
+    for need in (
+        "allowlist",
+        "fallback-compatible",
+        "opt-in-amba",
+        "opt-in-platform",
+        "reset-skipped",
+        "acpi",
+    ):
         assert need in names
     assert len(names) == len(mutate.MUTANTS), "two mutants share a name"
 
