@@ -84,10 +84,20 @@ def walk(node: object, prefix: DocPath = ()) -> Iterator[DocPath]:
 
 
 def loc(path: DocPath) -> str:
-    """The location lab.py names in its messages: devices[1].mmio.base."""
+    """The location lab.py names in its messages: devices[1].mmio.base — a list index in
+    brackets, a mapping key after a dot, also when YAML made it an integer (a register
+    offset: devices[1].reset.expect.1024.mask)."""
     out = ""
+    node: object = BASE
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int) and isinstance(node, list):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+        try:
+            node = node[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            node = None
     return out
 
 
@@ -136,6 +146,7 @@ OPEN_MAPPINGS = [
     r".*\.set",
     r"devices\[\*\]\.guest_dt",
     r"devices\[\*\]\.id_registers",
+    r"devices\[\*\]\.reset\.expect",  # register offsets: a wrong key is a wrong offset
 ]
 # Keys that name something defined elsewhere: removing or renaming the definition is
 # reported where it is referred to.
@@ -241,8 +252,13 @@ def dump(doc: object) -> bytes:
 # -- the property-based lab corpus -------------------------------------------------------------
 
 
+def _first(pattern: str) -> DocPath:
+    return next(p for p in MAPPING_KEYS if re.fullmatch(pattern, general(loc(p))))
+
+
 @fuzz(160)
 @given(path=st.sampled_from(MAPPING_KEYS))
+@example(path=_first(r"devices\[\*\]\.reset\.expect\.\d+\.mask"))  # was named expect[1024]
 def test_lab_with_a_key_dropped(path, lab_file, fault_recorder):
     doc = copy.deepcopy(BASE)
     del get(doc, path[:-1])[path[-1]]
@@ -293,8 +309,9 @@ def kind(v: object) -> str:
     return {int: "integer", float: "float", str: "string", list: "list", dict: "mapping"}[type(v)]
 
 
-def accepts(location: str, new: object) -> bool | None:
-    """Whether the lab format accepts this value here (None: either is fine)."""
+def accepts(location: str, new: object, others: list | None = None) -> bool | None:
+    """Whether the lab format accepts this value here (None: either is fine). others: the
+    other elements, when the value is one element of a list."""
     g = general(location)
     if g.startswith("labgrid."):
         return None  # labgrid's own section: labgrid validates it
@@ -302,13 +319,20 @@ def accepts(location: str, new: object) -> bool | None:
         return None  # null is "not given" (an empty variant): valid, or an error elsewhere
     if g == "devices[*].host_driver":
         return isinstance(new, str)
+    if re.fullmatch(r"devices\[\*\]\.reset\.expect\.\d+", g):  # a register: its value alone
+        return isinstance(new, int) and not isinstance(new, bool)  # (mask all ones) or a mapping
     if g == "board.machine_args[*]":  # `-smp, 2`: numbers are written unquoted
         return isinstance(new, (str, int, float)) and not isinstance(new, bool)
     # (the element rule first: `[^.]+` alone also matches "name[*]")
     if g == "devices[*].guest_dt.clock-names[*]":
         return isinstance(new, str)
-    if re.fullmatch(r".*\.(set|guest_dt)\.[^.]+\[\*\]", g):  # one element of a list value
-        return isinstance(new, (str, int)) and not isinstance(new, bool)
+    if re.fullmatch(r".*\.(set|guest_dt)\.[^.]+\[\*\]", g):  # one element of a list value:
+        # strings (a string list) or cells, but not both in one property
+        return (
+            isinstance(new, (str, int))
+            and not isinstance(new, bool)
+            and all(type(o) is type(new) for o in others or ())
+        )
     if g == "devices[*].guest_dt.clock-names":  # a list of names, nothing else
         return new == ["x"]
     if re.fullmatch(r".*\.(set|guest_dt)\.[^.]+", g):  # a DT value: string(s), cell(s), raw
@@ -329,6 +353,8 @@ def accepts(location: str, new: object) -> bool | None:
     (r"board\.dtb\[\*\]\.set\.compatible\[\*\]", "boolean"),  # was written as <0x1>
     (r"board\.dtb\[\*\]\.delete\[\*\]", "list"),  # was left to fail in dtc
     (r"board\.variants\.default", "null"),  # valid: an empty variant
+    (r"board\.variants\.\*\.dtb\[\*\]\.set\.compatible\[\*\]", "integer"),  # mixed list
+    (r"devices\[\*\]\.reset\.expect\.\d+", "integer"),  # a register's value alone: valid
 )
 def test_lab_with_a_value_of_the_wrong_type(path, new_kind, lab_file, fault_recorder):
     assume(kind(get(BASE, path)) != new_kind)
@@ -336,7 +362,11 @@ def test_lab_with_a_value_of_the_wrong_type(path, new_kind, lab_file, fault_reco
     new = copy.deepcopy(WRONG[new_kind])
     put(doc, path, new)
     where_ = loc(path)
-    ok = accepts(where_, new)
+    parent = get(BASE, path[:-1]) if path else None
+    others = (
+        [x for i, x in enumerate(parent) if i != path[-1]] if isinstance(parent, list) else None
+    )
+    ok = accepts(where_, new, others)
 
     def check(lab, msg, err):
         if msg is None:
