@@ -1,11 +1,14 @@
-"""ser2net for the local rack's exporter, listening on loopback only.
+"""ser2net for the local rack's exporter: loopback only, and only for the rack's owner.
 
 Why: labgrid's exporter starts ser2net with an accepter `tcp,PORT`, which binds every
-interface — and a board's console here is a root shell without login, so anyone who could
-reach the host would drive the board and could fake verdicts. The local rack puts this
-wrapper first on the exporter's PATH: it rewrites the accepter to `tcp,127.0.0.1,PORT` and
-runs the real ser2net. (A real lab's exporter is labgrid's business: firewall its ports, see
-the README's security model.)
+interface, and a board's console here is a root shell without login: whoever connects drives
+the board and can fake verdicts. Binding loopback keeps other hosts out but not other local
+users, and ser2net cannot tell who connects. So this wrapper, first on the exporter's PATH,
+gives the real ser2net a unix-socket accepter in the rack's private directory (0700) and
+fronts it itself: it listens on 127.0.0.1:PORT, where labgrid's clients expect it, and relays
+a connection only when the peer's socket belongs to the rack's owner (labsim.peer), byte for
+byte (telnet/RFC 2217 pass through unchanged). (A real lab's exporter is labgrid's business:
+firewall its ports, see the README's security model.)
 """
 
 from __future__ import annotations
@@ -13,14 +16,32 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-ACCEPTER = re.compile(r"(accepter:\s*\S*?,tcp),(\d+)\b")
+from labsim.peer import is_owner
+
+ACCEPTER = re.compile(r"(accepter:\s*\S*?),tcp,(\d+)\b")
 
 
 def loopback(arg: str) -> str:
-    return ACCEPTER.sub(r"\1,127.0.0.1,\2", arg)
+    """The accepter bound to loopback (kept for a ser2net run without the front-end)."""
+    return ACCEPTER.sub(r"\1,tcp,127.0.0.1,\2", arg)
+
+
+def to_unix(arg: str, sock_dir: Path) -> tuple[str, int | None]:
+    """The accepter moved to a unix socket in sock_dir; (argument, the TCP port it had)."""
+    m = ACCEPTER.search(arg)
+    if m is None:
+        return arg, None
+    port = int(m.group(2))
+    path = sock_dir / f"ser2net-{port}.sock"
+    return arg[: m.start()] + f"{m.group(1)},unix,{path}" + arg[m.end() :], port
 
 
 def real_ser2net(own_dir: Path) -> str:
@@ -42,7 +63,87 @@ def install(bindir: Path) -> Path:
     return bindir
 
 
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _serve(conn: socket.socket, target: Path) -> None:
+    if not is_owner(conn):  # someone else's process on this host: not our console
+        conn.close()
+        return
+    up = socket.socket(socket.AF_UNIX)
+    end = time.monotonic() + 5  # ser2net may still be creating its socket
+    while True:
+        try:
+            up.connect(str(target))
+            break
+        except OSError:
+            if time.monotonic() > end:
+                conn.close()
+                up.close()
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=_pipe, args=(up, conn), daemon=True)
+    t.start()
+    _pipe(conn, up)
+    t.join()
+    conn.close()
+    up.close()
+
+
+def front(port: int, target: Path, child: subprocess.Popen) -> None:
+    """Listen where the exporter announced the console; relay owners' connections."""
+    lsock = socket.create_server(("127.0.0.1", port))
+    lsock.settimeout(0.5)
+    while child.poll() is None:
+        try:
+            conn, _ = lsock.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
+        threading.Thread(target=_serve, args=(conn, target), daemon=True).start()
+    lsock.close()
+
+
 def main() -> None:
     own = Path(sys.argv[0]).resolve().parent
-    argv = [real_ser2net(own), *(loopback(a) for a in sys.argv[1:])]
-    os.execv(argv[0], argv)
+    real = real_ser2net(own)
+    args = sys.argv[1:]
+    port = None
+    out = []
+    for a in args:
+        a2, p = to_unix(a, own)
+        port = port if p is None else p
+        out.append(a2)
+    if port is None:  # `ser2net -v` and anything without a TCP accepter: as it is
+        os.execv(real, [real, *args])
+    target = own / f"ser2net-{port}.sock"
+    target.unlink(missing_ok=True)
+    child = subprocess.Popen([real, *out])
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001 - the exporter's SIGTERM
+        child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        front(port, target, child)
+    finally:
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        target.unlink(missing_ok=True)
+    sys.exit(child.returncode or 0)

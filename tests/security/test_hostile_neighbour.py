@@ -226,3 +226,92 @@ def test_a_rack_dir_planted_by_the_neighbour_is_refused(neighbour, shared_tmp, p
     # and nothing was written into the neighbour's directory
     theirs = target if plant == "directory" else base / "theirs"
     assert list(theirs.iterdir()) == []
+
+
+@pytest.fixture
+def console_port(shared_tmp):
+    """The local rack's ser2net wrapper, started as labgrid's exporter starts ser2net, on a
+    pty standing in for a board console that has just printed a root prompt."""
+    from labsim import ser2net
+    from pytest_vfio_platform.board import free_port
+
+    bindir = ser2net.install(private_dir(shared_tmp / "rack") / "bin")
+    master, slave = os.openpty()
+    pty = os.ttyname(slave)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(bindir / "ser2net"),
+            "-d",
+            "-n",
+            "-Y",
+            f"connection: &con01#  accepter: telnet(rfc2217,mode=server),tcp,{port}",
+            "-Y",
+            f"  connector: serialdev(nouucplock=true),{pty},115200n81,local",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    end = time.monotonic() + 10
+    while not subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True
+    ).stdout.strip():
+        assert proc.poll() is None and time.monotonic() < end, "ser2net did not come up"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the unix accepter behind the front-end
+    try:
+        yield port, master
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.close(master)
+        os.close(slave)
+
+
+def _console_read(port: int) -> str:
+    """Python that connects to the console port and prints what came before the prompt."""
+    return f"""
+import socket, time
+s = socket.create_connection(("127.0.0.1", {port}), timeout=5)
+time.sleep(1.0)
+s.settimeout(3)
+got = b""
+try:
+    while b"root@board" not in got:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+except OSError as e:
+    got += repr(e).encode()
+print("GOT", got)
+"""
+
+
+def test_neighbour_cannot_open_a_board_console(neighbour, console_port):
+    """ser2net's console port (a root shell) relays the owner, and closes on anyone else."""
+    port, master = console_port
+
+    def prompt_soon() -> None:  # the board prints once the client has connected
+        time.sleep(0.5)
+        os.write(master, b"root@board:~# ")
+
+    import threading
+
+    t = threading.Thread(target=prompt_soon)
+    t.start()
+    r = as_neighbour(_console_read(port))
+    t.join()
+    assert "root@board" not in r.stdout, r.stdout + r.stderr
+    assert "GOT b''" in r.stdout or "Reset" in r.stdout, r.stdout + r.stderr
+    # the owner's connection, the same way: the prompt comes through
+    t = threading.Thread(target=prompt_soon)
+    t.start()
+    mine = subprocess.run(
+        [sys.executable, "-c", _console_read(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    t.join()
+    assert "root@board" in mine.stdout, mine.stdout + mine.stderr
