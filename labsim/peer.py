@@ -52,6 +52,8 @@ def tcp_peer_uid(conn: socket.socket) -> int | None:
 
 
 def is_owner(conn: socket.socket) -> bool:
-    """True when the peer runs as this user (or as root, who could do anything anyway)."""
+    """True when the peer's socket belongs to this user. Not root as such: a forwarder
+    running as root (docker-proxy, socat) would pass any neighbour's connection through, and
+    a setuid program's socket keeps the uid it was made with."""
     uid = tcp_peer_uid(conn)
-    return uid is not None and uid in (os.getuid(), 0)
+    return uid is not None and uid == os.getuid()

@@ -64,17 +64,18 @@ def install(bindir: Path) -> Path:
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """src -> dst until src ends; then only dst's sending side is closed, so what is still
+    coming the other way (console output after the client half-closed) is not cut off."""
     try:
         while data := src.recv(65536):
             dst.sendall(data)
     except OSError:
         pass
     finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def _serve(conn: socket.socket, target: Path) -> None:
@@ -101,9 +102,8 @@ def _serve(conn: socket.socket, target: Path) -> None:
     up.close()
 
 
-def front(port: int, target: Path, child: subprocess.Popen) -> None:
-    """Listen where the exporter announced the console; relay owners' connections."""
-    lsock = socket.create_server(("127.0.0.1", port))
+def front(lsock: socket.socket, target: Path, child: subprocess.Popen) -> None:
+    """Serve the exporter's console port; relay owners' connections to ser2net."""
     lsock.settimeout(0.5)
     while child.poll() is None:
         try:
@@ -125,8 +125,16 @@ def main() -> None:
         a2, p = to_unix(a, own)
         port = port if p is None else p
         out.append(a2)
-    if port is None:  # `ser2net -v` and anything without a TCP accepter: as it is
-        os.execv(real, [real, *args])
+    if port is None:
+        if args in (["-v"], ["-h"], ["--help"]):  # labgrid's version check
+            os.execv(real, [real, *args])
+        # e.g. ser2net < 4.2's `-C PORT:telnet:...`: it would listen on every interface
+        # with no owner check, so fail closed (the exporter reports ser2net exiting)
+        sys.exit(f"ser2net (owner-only wrapper): no `tcp,PORT` accepter in {args!r}; refusing")
+    try:  # the port first: nobody may hold it by the time the exporter announces it
+        lsock = socket.create_server(("127.0.0.1", port))
+    except OSError as e:
+        sys.exit(f"ser2net (owner-only wrapper): cannot listen on 127.0.0.1:{port}: {e}")
     target = own / f"ser2net-{port}.sock"
     target.unlink(missing_ok=True)
     child = subprocess.Popen([real, *out])
@@ -137,8 +145,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        front(port, target, child)
+        front(lsock, target, child)
     finally:
+        lsock.close()
         if child.poll() is None:
             child.terminate()
         try:

@@ -9,7 +9,10 @@ the suite would stay green if a later change broke it.
 
   python -m pytest_vfio_platform.mutate [--lab qemu] [--only NAME ...] [--list]
 
-It ends with `mutants: N, killed: K` and exits 0 only when K = N. A mutant the lab cannot
+It first runs the same suites on the shipped series, which must be green (exit 2 otherwise:
+a red lab kills every mutant and proves nothing). A kill is a test that FAILED in its call
+phase (from pytest's junitxml); a setup error or a timeout is an error, never a kill. It
+ends with `mutants: N, killed: K` and exits 0 only when K = N. A mutant the lab cannot
 reach at all (the ACPI rule on a DT-only board) is listed as unreachable with the reason and
 is not counted in N: it is a gap in the lab, said on every run, not a kill.
 """
@@ -26,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 from .errors import BuildError
 from .images.cache import ArtifactCache
@@ -263,11 +267,51 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _first_failure(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line.split(" ", 1)[1].split(" - ")[0]
-    return ""
+def junit_results(path: Path) -> tuple[list[str], list[str]]:
+    """(tests that FAILED in their call phase, tests that ERRORed in setup or teardown) from
+    a pytest junitxml: only the first kill a mutant; an error is a broken lab, not a kill."""
+    failed: list[str] = []
+    errored: list[str] = []
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return failed, errored
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if case.find("failure") is not None:
+            failed.append(name)
+        if case.find("error") is not None:
+            errored.append(name)
+    return failed, errored
+
+
+def run_suites(
+    name: str, series: Path | None, lab: str, logs: Path, root: Path, extra: list[str]
+) -> tuple[int, list[str], list[str]]:
+    """The refusal, reset and host suites on a board with series (None: the shipped one),
+    stopping at the first failure: (pytest's exit status, failed, errored)."""
+    suites = root / "pytest_vfio_platform" / "suites"
+    xml = logs / f"{name}.xml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"--lab={lab}",
+        *([f"--kernel-patches={series}"] if series else []),
+        f"--run-dir={logs / name}",
+        f"--junitxml={xml}",
+        "-x",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        *[str(suites / s) for s in SUITES],
+        *extra,
+    ]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    (logs / f"{name}.log").write_text(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    failed, errored = junit_results(xml)
+    return r.returncode, failed, errored
 
 
 def run_mutant(
@@ -280,36 +324,19 @@ def run_mutant(
 ) -> Outcome:
     t0 = time.monotonic()
     patches = tuple(sorted(series.glob("*.patch")))
-    log = logs / f"{m.name}.log"
     try:
         build_kernel(KernelSpec(variant="patched", patches=patches), ArtifactCache(), quiet)
     except BuildError as e:
-        log.write_text(f"{e}\n")
+        (logs / f"{m.name}.log").write_text(f"{e}\n")
         return Outcome(m, "does not build", str(e)[:80], time.monotonic() - t0)
-    suites = root / "pytest_vfio_platform" / "suites"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        f"--lab={lab}",
-        f"--kernel-patches={series}",
-        f"--run-dir={logs / m.name}",
-        "-x",
-        "-q",
-        "-rfE",
-        "-p",
-        "no:cacheprovider",
-        *[str(suites / s) for s in SUITES],
-        *extra,
-    ]
-    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    log.write_text(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    rc, failed, errored = run_suites(m.name, series, lab, logs, root, extra)
     took = time.monotonic() - t0
-    if r.returncode == 1:
-        return Outcome(m, "killed", _first_failure(r.stdout), took)
-    if r.returncode == 0:
+    if failed:  # a test's own assertion: the mutant is seen
+        return Outcome(m, "killed", failed[0], took)
+    if rc == 0:
         return Outcome(m, "SURVIVED", "", took)
-    return Outcome(m, "error", f"pytest exit {r.returncode}, see {log}", took)
+    why = f"errored: {errored[0]}" if errored else f"pytest exit {rc}"
+    return Outcome(m, "error", f"{why} (not a kill), see {logs / m.name}.log", took)
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -333,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--logs", type=Path, help="where per-mutant logs go (default: a temp dir)")
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the first run on the shipped series (it must be green for kills to count)",
+    )
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     a = ap.parse_args(argv)
     chosen = [m for m in MUTANTS if not a.only or m.name in a.only]
@@ -357,6 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         after = patched_files(patches, pristine, scratch)
+        if not a.no_baseline:  # a lab that is red on the shipped series judges nothing
+            rc, failed, errored = run_suites("baseline", None, a.lab, logs, root, a.pytest_args)
+            if rc != 0:
+                bad = (failed or errored or [f"pytest exit {rc}"])[0]
+                print(
+                    f"baseline: the suites are not green on the shipped series ({bad}); "
+                    f"no mutant can be judged. Log: {logs / 'baseline.log'}",
+                    file=sys.stderr,
+                )
+                return 2
+            print("baseline: green on the shipped series", file=sys.stderr, flush=True)
         for m in chosen:
             if m.unreachable:
                 outcomes.append(Outcome(m, "unreachable"))

@@ -57,11 +57,13 @@ class PtyRelay:
         os.set_blocking(self.master, False)
         sock_path.unlink(missing_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is 0600 from the start, not after a chmod
-        try:
-            self.listener.bind(str(sock_path))
-        finally:
-            os.umask(old)
+        # bound under a temporary name, made 0600, then renamed into place: the name QEMU
+        # connects to is never open to others (a umask would be process-wide)
+        tmp = sock_path.with_name(f".{os.getpid()}-{id(self) % 65536:x}")  # short: 108-byte limit
+        tmp.unlink(missing_ok=True)
+        self.listener.bind(str(tmp))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, sock_path)
         self.listener.listen(1)
         self.conn: socket.socket | None = None
         self.dropped = 0

@@ -23,7 +23,13 @@ from pathlib import Path
 from ..errors import BuildError, SetupError
 from .cache import ArtifactCache, Hasher
 from .progress import Progress, run_logged, stderr_progress
-from .source import default_source, pristine_tree, source_digest, tree_manifest
+from .source import (
+    default_source,
+    manifest_digest,
+    pristine_tree,
+    source_digest,
+    tree_manifest,
+)
 from .tools import require
 from .workspace import prepare
 
@@ -223,10 +229,21 @@ def apply_patches(tree: Path, patches: tuple[Path, ...], log: Path) -> list[str]
         r = subprocess.run([*args, "-i", str(p)], capture_output=True, text=True)
         if r.returncode != 0:
             raise BuildError(f"patch {p.name} failed: {r.stdout[-300:]}", str(log))
-        for line in r.stdout.splitlines():
-            if line.startswith("patching file"):
-                touched.append(line.split(" ", 2)[2].strip("'"))
+        touched += _touched(r.stdout)
     return touched
+
+
+def _touched(out: str) -> list[str]:
+    """Every path GNU patch wrote or removed: files, symlinks, and both ends of a rename or
+    a copy (`patching file new.c (renamed from old.c)`), so the next build can revert them."""
+    paths: list[str] = []
+    for line in out.splitlines():
+        m = re.match(
+            r"patching (?:file|symbolic link) (.+?)(?: \((?:renamed|copied) from (.+)\))?$", line
+        )
+        if m:
+            paths += [g.strip("'") for g in m.groups() if g]
+    return paths
 
 
 def workspace_id(src: Path, src_digest: str) -> str:
@@ -251,10 +268,21 @@ def kconfig_digest(patches: tuple[Path, ...]) -> str:
     merge_config makes of the fragment."""
     h = hashlib.sha256()
     for p in patches:
-        for part in re.split(r"(?m)^(?=diff --git )", p.read_text(errors="replace")):
-            m = re.match(r"diff --git a/(\S+)", part)
-            if m and Path(m.group(1)).name.startswith("Kconfig"):
+        # a file's hunks follow its `--- a/PATH` / `+++ b/PATH` header (git or plain diff)
+        for part in re.split(r"(?m)^(?=--- )", p.read_text(errors="replace")):
+            m = re.match(r"--- (\S+)[^\n]*\n\+\+\+ (\S+)", part)
+            if m and any(Path(x).name.startswith("Kconfig") for x in m.groups()):
                 h.update(part.encode())
+    return h.hexdigest()
+
+
+def source_kconfig_digest(manifest: dict[str, str]) -> str:
+    """Digest of the source's own Kconfig files and kconfig tool: an edited --kernel-src
+    tree reconfigures from allnoconfig, as a fresh workspace would, not by syncconfig."""
+    h = hashlib.sha256()
+    for rel, entry in manifest.items():
+        if Path(rel).name.startswith("Kconfig") or rel.startswith("scripts/kconfig/"):
+            h.update(f"{rel}\0{entry}\n".encode())
     return h.hexdigest()
 
 
@@ -326,9 +354,15 @@ def build_kernel(
         # every path in a compiler command is relative: ccache then hits across workspaces.
         tree = workspace / "tree"
         bdir = tree / BUILD_SUBDIR
+        manifest = tree_manifest(pristine, cache)
+        if src.is_dir() and manifest_digest(manifest) != src_digest:
+            raise BuildError(
+                f"--kernel-src {src} changed while this build waited for the workspace: "
+                "the cache key would not describe what is built; run again"
+            )
         prepare(
             pristine,
-            tree_manifest(pristine, cache),
+            manifest,
             tree,
             lambda t: apply_patches(t, patches, log),
             log,
@@ -339,13 +373,18 @@ def build_kernel(
         # edit is left to kbuild's own syncconfig, and the result is verified against the
         # fragment after every build either way, so a symbol lost to a Kconfig change is
         # still named.
-        # the fragment enables the series' own symbols; a build without the series (stock)
-        # cannot have them, and that is the point of it, not a lost symbol
-        exempt = kconfig_symbols(tuple(sorted(PATCH_DIR.glob("*.patch")))) - kconfig_symbols(
-            patches
+        # the fragment enables the series' own symbols; a build without any series (stock)
+        # cannot have them, and that is the point of it, not a lost symbol (a series of
+        # one's own must still define them)
+        exempt = (
+            kconfig_symbols(tuple(sorted(PATCH_DIR.glob("*.patch"))))
+            if not patches
+            else frozenset()
         )
         cfg_stamp = bdir / ".vfio-config-stamp"
-        cfg_id = h.parts["fragment"] + ":" + kconfig_digest(patches)
+        cfg_id = ":".join(
+            (h.parts["fragment"], kconfig_digest(patches), source_kconfig_digest(manifest))
+        )
         if (
             not cfg_stamp.is_file()
             or cfg_stamp.read_text() != cfg_id
@@ -410,7 +449,7 @@ UAPI_INPUTS = (
     "scripts/",
     "usr/",
 )
-UAPI_INPUT_FILES = ("Makefile", "arch/arm64/Makefile")
+UAPI_INPUT_FILES = ("Makefile", "arch/arm64/Makefile", "arch/arm64/kernel/Makefile.syscalls")
 
 
 def uapi_inputs_digest(manifest: dict[str, str]) -> str:

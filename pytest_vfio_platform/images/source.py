@@ -115,8 +115,13 @@ def tree_manifest(root: Path, cache: ArtifactCache) -> dict[str, str]:
 
 def tree_digest(root: Path, cache: ArtifactCache) -> str:
     """Digest over (relative path, file digest, executable bit) of every file but .git."""
+    return manifest_digest(tree_manifest(root, cache))
+
+
+def manifest_digest(manifest: dict[str, str]) -> str:
+    """tree_digest of the tree a manifest describes."""
     h = hashlib.sha256()
-    for rel, entry in tree_manifest(root, cache).items():
+    for rel, entry in manifest.items():
         if entry.startswith("link:"):
             d, mode = entry, str(0o777 & 0o111)  # lstat of a symlink: always rwxrwxrwx
         else:

@@ -31,19 +31,21 @@ RECORD = ".vfio-sync.json"
 
 
 def full_sync(pristine: Path, tree: Path, log: Path, keep: str) -> None:
-    """Make tree equal to pristine (but the build directory keep); every file rsync rewrites
-    gets mtime=now, so make never misses a reverted file."""
+    """Make tree equal to pristine (but the build directory keep). Without -t (times):
+    every file rsync rewrites is written now, so make never misses a reverted file, also
+    when a sync was killed half-way (a file rewritten with pristine's old mtime would then
+    pass rsync's size+mtime check next time and keep its stale object for good)."""
     rsync = require("rsync")
     tree.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         [
             rsync,
-            "-a",
+            "-rlpD",  # -a without -t (times) and without -go (owners: ours anyway)
+            "--ignore-times",  # a file left with pristine's mtime by an older sync is redone
             "--delete",
             "--exclude=/.git",
             f"--exclude=/{keep}",
             f"--exclude=/{RECORD}",
-            "--out-format=%n",
             f"{pristine}/",
             f"{tree}/",
         ],
@@ -54,11 +56,6 @@ def full_sync(pristine: Path, tree: Path, log: Path, keep: str) -> None:
         raise BuildError(
             f"copying the kernel source into {tree} failed: {r.stderr[-500:]}", str(log)
         )
-    now = time.time()
-    for rel in r.stdout.splitlines():
-        p = tree / rel
-        if rel and not rel.endswith("/") and p.is_file() and not p.is_symlink():
-            os.utime(p, (now, now))
 
 
 def _load_record(tree: Path) -> dict | None:

@@ -146,8 +146,10 @@ def test_a_build_killed_mid_prepare_is_synced_in_full(tmp_path):
     except KeyboardInterrupt:
         pass
     assert not (tree / RECORD).exists()  # no record: the tree is not trusted
+    _age(tree)  # as if the full sync had been killed after rsync wrote pristine's mtimes
     assert _prepare(cache, pristine, tree, [], log) == -1
     assert _content(tree) == {"a.c": "int a;\n"}
+    assert _mtimes(tree)["a.c"] > 1_000_000_000_000_000  # rewritten now: make rebuilds it
 
 
 def test_uapi_key_ignores_a_driver_edit_but_not_a_uapi_edit():
@@ -158,3 +160,45 @@ def test_uapi_key_ignores_a_driver_edit_but_not_a_uapi_edit():
     assert uapi_inputs_digest({**base, "drivers/x.c": "x2:0"}) == d0
     assert uapi_inputs_digest({**base, "include/uapi/linux/vfio.h": "v2:0"}) != d0
     assert uapi_inputs_digest({**base, "scripts/headers_install.sh": "s:73"}) != d0
+
+
+def test_renames_copies_and_symlinks_a_series_makes_are_reverted_next_time():
+    from pytest_vfio_platform.images.kernel import _touched
+
+    out = (
+        "patching file drivers/a.c\n"
+        "patching file drivers/new.c (renamed from drivers/old.c)\n"
+        "patching file 'drivers/b c.c' (copied from drivers/b.c)\n"
+        "patching symbolic link include/link.h\n"
+        "Hunk #1 succeeded at 3.\n"
+    )
+    assert _touched(out) == [
+        "drivers/a.c",
+        "drivers/new.c",
+        "drivers/old.c",
+        "drivers/b c.c",
+        "drivers/b.c",
+        "include/link.h",
+    ]
+
+
+def test_a_plain_diff_kconfig_hunk_reconfigures():
+    from pytest_vfio_platform.images.kernel import kconfig_digest, source_kconfig_digest
+
+    def digest(tmp, text):
+        p = tmp / "x.patch"
+        p.write_text(text)
+        return kconfig_digest((p,))
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        from pathlib import Path as P
+
+        t = P(d)
+        plain = "--- a/drivers/Kconfig\n+++ b/drivers/Kconfig\n@@ -1 +1,2 @@\n x\n+config Y\n"
+        c_only = "--- a/drivers/x.c\n+++ b/drivers/x.c\n@@ -1 +1 @@\n-a\n+b\n"
+        assert digest(t, plain) != digest(t, c_only) == kconfig_digest(())
+    base = {"drivers/Kconfig": "k:0", "drivers/x.c": "c:0"}
+    assert source_kconfig_digest({**base, "drivers/x.c": "c2:0"}) == source_kconfig_digest(base)
+    assert source_kconfig_digest({**base, "drivers/Kconfig": "k2:0"}) != source_kconfig_digest(base)
