@@ -33,7 +33,7 @@ from xml.etree import ElementTree
 
 from .errors import BuildError
 from .images.cache import ArtifactCache
-from .images.kernel import PATCH_DIR, KernelSpec, apply_patches, build_kernel
+from .images.kernel import PATCH_DIR, KernelSpec, apply_patches, build_kernel, patch_sections
 from .images.progress import quiet
 from .images.source import default_source, pristine_tree, source_digest
 
@@ -219,12 +219,8 @@ MUTANTS: tuple[Mutant, ...] = (
 
 
 def series_files(patches: tuple[Path, ...]) -> list[str]:
-    files: list[str] = []
-    for p in patches:
-        for m in re.finditer(r"(?m)^diff --git a/(\S+) b/", p.read_text()):
-            if m.group(1) not in files:
-                files.append(m.group(1))
-    return files
+    """The files a series touches, in order, each once."""
+    return list(dict.fromkeys(path for path, _ in patch_sections(patches)))
 
 
 def patched_files(patches: tuple[Path, ...], pristine: Path, scratch: Path) -> dict[str, str]:

@@ -27,15 +27,13 @@ class KernelChoice:
     kind: str  # patched | stock | path
     path: Path | None = None
     source: Path | None = None  # --kernel-src
-    patches: tuple[Path, ...] | None = None  # --kernel-patches: None is the shipped series
-    patch_dir: Path | None = None
+    patch_dir: Path | None = None  # --kernel-patches: None is the shipped series
 
     @classmethod
     def parse(
         cls, value: str, source: str | None = None, patch_dir: str | None = None
     ) -> KernelChoice:
         src = Path(source).expanduser() if source else None
-        patches = None
         pdir = None
         if patch_dir:
             if value != "patched":
@@ -44,14 +42,18 @@ class KernelChoice:
                     f"go with --kernel={value}"
                 )
             pdir = Path(patch_dir).expanduser().resolve()
-            patches = tuple(sorted(pdir.glob("*.patch"))) if pdir.is_dir() else ()
-            if not patches:
+            if not (pdir.is_dir() and any(pdir.glob("*.patch"))):
                 raise SetupError(f"--kernel-patches {patch_dir}: no *.patch files in {pdir}")
         if value in ("patched", "stock"):
-            return cls(value, None, src, patches, pdir)
+            return cls(value, None, src, pdir)
         p = Path(value).expanduser()
         check_arm64_image(p)
         return cls("path", p.resolve(), src)
+
+    @property
+    def patches(self) -> tuple[Path, ...] | None:
+        """The --kernel-patches series in name order; None: the variant's own."""
+        return tuple(sorted(self.patch_dir.glob("*.patch"))) if self.patch_dir else None
 
     @property
     def label(self) -> str:

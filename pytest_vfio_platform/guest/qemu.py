@@ -116,7 +116,7 @@ def qemu_command(
 
 class QemuGuest:
     """One L2 guest on a booted board. Its console is the board's guest console (a
-    virtio-console port of the board, surfaced as a TCP socket on this machine)."""
+    virtio-console port of the board, surfaced as a 0600 pty on this machine)."""
 
     def __init__(self, board: Board, devices: list[Device], backend: str = "group") -> None:
         self.board = board

@@ -254,25 +254,40 @@ def workspace_id(src: Path, src_digest: str) -> str:
     return src_digest[:12]
 
 
+def patch_sections(patches: tuple[Path, ...]) -> list[tuple[str, str]]:
+    """(path, that file's part of the patch) for every file a series touches, in order. A
+    file's part starts at its `--- a/PATH` / `+++ b/PATH` header (git or plain diff); the
+    path is the new one, or the old one for a deleted file."""
+    out = []
+    for p in patches:
+        for part in re.split(r"(?m)^(?=--- )", p.read_text(errors="replace")):
+            m = re.match(r"--- (\S+)[^\n]*\n\+\+\+ (\S+)", part)
+            if m:
+                old, new = m.groups()
+                path = old if new == "/dev/null" else new
+                out.append((path.split("/", 1)[1] if path[:2] in ("a/", "b/") else path, part))
+    return out
+
+
+def _kconfig_parts(patches: tuple[Path, ...]) -> list[str]:
+    return [part for path, part in patch_sections(patches) if Path(path).name.startswith("Kconfig")]
+
+
 def kconfig_symbols(patches: tuple[Path, ...]) -> frozenset[str]:
     """CONFIG_ names a series adds (`+config FOO` in its Kconfig hunks)."""
-    syms = set()
-    for p in patches:
-        for m in re.finditer(r"(?m)^\+\s*(?:menu)?config\s+(\w+)", p.read_text(errors="replace")):
-            syms.add("CONFIG_" + m.group(1))
-    return frozenset(syms)
+    return frozenset(
+        "CONFIG_" + m.group(1)
+        for part in _kconfig_parts(patches)
+        for m in re.finditer(r"(?m)^\+\s*(?:menu)?config\s+(\w+)", part)
+    )
 
 
 def kconfig_digest(patches: tuple[Path, ...]) -> str:
     """Digest of the hunks of a series that touch Kconfig files: all that can change what
     merge_config makes of the fragment."""
     h = hashlib.sha256()
-    for p in patches:
-        # a file's hunks follow its `--- a/PATH` / `+++ b/PATH` header (git or plain diff)
-        for part in re.split(r"(?m)^(?=--- )", p.read_text(errors="replace")):
-            m = re.match(r"--- (\S+)[^\n]*\n\+\+\+ (\S+)", part)
-            if m and any(Path(x).name.startswith("Kconfig") for x in m.groups()):
-                h.update(part.encode())
+    for part in _kconfig_parts(patches):
+        h.update(part.encode())
     return h.hexdigest()
 
 
@@ -368,11 +383,6 @@ def build_kernel(
             log,
             keep=BUILD_SUBDIR,
         )
-        # merge_config runs when the fragment or the Kconfig part of the series changes (a
-        # series that only edits C, such as a mutant, keeps the configuration); a source
-        # edit is left to kbuild's own syncconfig, and the result is verified against the
-        # fragment after every build either way, so a symbol lost to a Kconfig change is
-        # still named.
         # the fragment enables the series' own symbols; a build without any series (stock)
         # cannot have them, and that is the point of it, not a lost symbol (a series of
         # one's own must still define them)
@@ -381,6 +391,10 @@ def build_kernel(
             if not patches
             else frozenset()
         )
+        # merge_config runs when the fragment, the Kconfig part of the series or the
+        # source's own Kconfig changes (a series that only edits C, such as a mutant, keeps
+        # the configuration); the result is verified against the fragment after every build
+        # either way, so a symbol lost to a Kconfig change is still named.
         cfg_stamp = bdir / ".vfio-config-stamp"
         cfg_id = ":".join(
             (h.parts["fragment"], kconfig_digest(patches), source_kconfig_digest(manifest))
