@@ -374,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" [unreachable: {m.unreachable}]" if m.unreachable else "")
             )
         return 0
+    if all(m.unreachable for m in chosen):  # nothing would run: not a green verdict
+        print(table([Outcome(m, "unreachable") for m in chosen]))
+        print("no mutant ran: nothing was judged", file=sys.stderr)
+        return 1
     root = Path(__file__).resolve().parents[1]
     patches = tuple(sorted(PATCH_DIR.glob("*.patch")))
     cache = ArtifactCache()
@@ -404,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             o = run_mutant(m, series, a.lab, logs, root, a.pytest_args)
             print(f"{m.name}: {o.status} {o.by} ({o.seconds:.0f}s)", file=sys.stderr, flush=True)
             outcomes.append(o)
-    finally:
-        shutil.rmtree(scratch / "series", ignore_errors=True)
-        shutil.rmtree(scratch / "applied", ignore_errors=True)
+    finally:  # the logs stay (in scratch only when --logs did not put them elsewhere)
+        for d in (scratch,) if a.logs else (scratch / "series", scratch / "applied"):
+            shutil.rmtree(d, ignore_errors=True)
     print(table(outcomes))
     counted = [o for o in outcomes if o.status != "unreachable"]
     killed = sum(o.status == "killed" for o in counted)

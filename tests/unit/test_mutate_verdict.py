@@ -36,3 +36,11 @@ def test_an_error_alone_is_not_a_kill(tmp_path, monkeypatch):
     assert mutate.run_mutant(m, tmp_path, "qemu", tmp_path, tmp_path, []).status == "killed"
     monkeypatch.setattr(mutate, "run_suites", lambda *a, **k: (0, [], []))
     assert mutate.run_mutant(m, tmp_path, "qemu", tmp_path, tmp_path, []).status == "SURVIVED"
+
+
+def test_a_run_that_judged_no_mutant_is_not_green(capsys):
+    """--only the unreachable ACPI mutant: `mutants: 0, killed: 0` must not exit 0."""
+    acpi = [m.name for m in mutate.MUTANTS if m.unreachable]
+    assert acpi
+    assert mutate.main(["--only", *acpi, "--no-baseline"]) == 1
+    assert "no mutant ran" in capsys.readouterr().err
