@@ -29,9 +29,9 @@ from labsim.peer import is_owner
 ACCEPTER = re.compile(r"(accepter:\s*\S*?),tcp,(\d+)\b")
 
 
-def loopback(arg: str) -> str:
-    """The accepter bound to loopback (kept for a ser2net run without the front-end)."""
-    return ACCEPTER.sub(r"\1,tcp,127.0.0.1,\2", arg)
+def unix_path(sock_dir: Path, port: int) -> Path:
+    """Where the real ser2net listens for the console announced on TCP port."""
+    return sock_dir / f"ser2net-{port}.sock"
 
 
 def to_unix(arg: str, sock_dir: Path) -> tuple[str, int | None]:
@@ -40,8 +40,9 @@ def to_unix(arg: str, sock_dir: Path) -> tuple[str, int | None]:
     if m is None:
         return arg, None
     port = int(m.group(2))
-    path = sock_dir / f"ser2net-{port}.sock"
-    return arg[: m.start()] + f"{m.group(1)},unix,{path}" + arg[m.end() :], port
+    return arg[: m.start()] + f"{m.group(1)},unix,{unix_path(sock_dir, port)}" + arg[
+        m.end() :
+    ], port
 
 
 def real_ser2net(own_dir: Path) -> str:
@@ -50,7 +51,7 @@ def real_ser2net(own_dir: Path) -> str:
     )
     found = shutil.which("ser2net", path=path + os.pathsep + "/usr/sbin:/usr/bin")
     if found is None:
-        sys.exit("ser2net (loopback wrapper): the real ser2net is not installed")
+        sys.exit("ser2net (owner-only wrapper): the real ser2net is not installed")
     return found
 
 
@@ -135,7 +136,7 @@ def main() -> None:
         lsock = socket.create_server(("127.0.0.1", port))
     except OSError as e:
         sys.exit(f"ser2net (owner-only wrapper): cannot listen on 127.0.0.1:{port}: {e}")
-    target = own / f"ser2net-{port}.sock"
+    target = unix_path(own, port)
     target.unlink(missing_ok=True)
     child = subprocess.Popen([real, *out])
 
