@@ -33,7 +33,7 @@ from pytest_vfio_platform.lab import Lab, load
 from pytest_vfio_platform.private import private_dir
 from pytest_vfio_platform.rack.cli import client, tool
 
-from . import ser2net
+from . import ownerrelay, ser2net
 
 
 def default_dir() -> Path:
@@ -68,12 +68,20 @@ def _ours(pid: int) -> bool:
 
 
 def _port_open(addr: str) -> bool:
-    host, port = addr.rsplit(":", 1)
     try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
+        with socket.create_connection(ownerrelay.parse_listen(addr), timeout=0.5):
             return True
     except OSError:
         return False
+
+
+def _unix_open(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
 
 
 def _spawn(
@@ -90,6 +98,24 @@ def _spawn(
             env=env,
         )
     return p.pid
+
+
+def coordinator_argv(addr: str, sock: Path) -> list[str]:
+    """labgrid's coordinator, which has no authentication, on a unix socket (sock, in a
+    private directory), behind an owner-only relay on the lab's address (labsim.ownerrelay)."""
+    return [
+        sys.executable,
+        "-m",
+        "labsim.ownerrelay",
+        "--listen",
+        addr,
+        "--unix",
+        str(sock),
+        "--",
+        tool("labgrid-coordinator"),
+        "-l",
+        f"unix:{sock}",
+    ]
 
 
 class LocalRack:
@@ -135,15 +161,20 @@ class LocalRack:
                     f"something else listens on {self.coordinator} (the rack's coordinator "
                     f"address in {self.lab.path}): stop it or set LG_COORDINATOR"
                 )
-            cdir = self.dir / "coordinator"
-            private_dir(cdir)
+            cdir = private_dir(self.dir / "coordinator")
+            sock = cdir / "coordinator.sock"
             pids["coordinator"] = _spawn(
-                [tool("labgrid-coordinator"), "-l", self.coordinator],
+                coordinator_argv(self.coordinator, sock),
                 self.dir / "coordinator.log",
                 cwd=cdir,
             )
             self._save(pids)
-            _wait(lambda: _port_open(self.coordinator), wait, "coordinator", self.dir)
+            _wait(
+                lambda: _port_open(self.coordinator) and _unix_open(sock),
+                wait,
+                "coordinator",
+                self.dir,
+            )
         changed = False
         for name in self.board_names():
             bdir = self.dir / name

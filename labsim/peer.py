@@ -28,15 +28,7 @@ def _hex_addr(host: str, port: int) -> str:
     return f"{w:08X}:{port:04X}"
 
 
-def tcp_peer_uid(conn: socket.socket) -> int | None:
-    """The uid owning the other end of conn (a connection to a local client), or None."""
-    try:
-        ours = conn.getsockname()[:2]
-        theirs = conn.getpeername()[:2]
-    except OSError:
-        return None
-    local, remote = _hex_addr(*theirs), _hex_addr(*ours)
-    table = "/proc/net/tcp6" if conn.family == socket.AF_INET6 else "/proc/net/tcp"
+def _lookup(table: str, local: str, remote: str) -> int | None:
     try:
         with open(table) as f:
             next(f)
@@ -49,6 +41,24 @@ def tcp_peer_uid(conn: socket.socket) -> int | None:
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return None
+
+
+def tcp_peer_uid(conn: socket.socket) -> int | None:
+    """The uid owning the other end of conn (a connection to a local client), or None.
+    A client may reach our IPv4 port from a dual-stack IPv6 socket (gRPC's do): its entry is
+    then in tcp6, with both addresses v4-mapped."""
+    try:
+        ours = conn.getsockname()[:2]
+        theirs = conn.getpeername()[:2]
+    except OSError:
+        return None
+    if conn.family == socket.AF_INET6:
+        return _lookup("/proc/net/tcp6", _hex_addr(*theirs), _hex_addr(*ours))
+    uid = _lookup("/proc/net/tcp", _hex_addr(*theirs), _hex_addr(*ours))
+    if uid is None:
+        mapped = [(f"::ffff:{h}", port) for h, port in (theirs, ours)]
+        uid = _lookup("/proc/net/tcp6", _hex_addr(*mapped[0]), _hex_addr(*mapped[1]))
+    return uid
 
 
 def is_owner(conn: socket.socket) -> bool:

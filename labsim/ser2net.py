@@ -6,8 +6,8 @@ the board and can fake verdicts. Binding loopback keeps other hosts out but not 
 users, and ser2net cannot tell who connects. So this wrapper, first on the exporter's PATH,
 gives the real ser2net a unix-socket accepter in the rack's private directory (0700) and
 fronts it itself: it listens on 127.0.0.1:PORT, where labgrid's clients expect it, and relays
-a connection only when the peer's socket belongs to the rack's owner (labsim.peer), byte for
-byte (telnet/RFC 2217 pass through unchanged). (A real lab's exporter is labgrid's business:
+a connection only when the peer's socket belongs to the rack's owner (labsim.ownerrelay),
+byte for byte (telnet/RFC 2217 pass through unchanged). (A real lab's exporter is labgrid's business:
 firewall its ports, see the README's security model.)
 """
 
@@ -16,15 +16,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from labsim.peer import is_owner
+from labsim import ownerrelay
 
 ACCEPTER = re.compile(r"(accepter:\s*\S*?),tcp,(\d+)\b")
 
@@ -64,58 +59,6 @@ def install(bindir: Path) -> Path:
     return bindir
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    """src -> dst until src ends; then only dst's sending side is closed, so what is still
-    coming the other way (console output after the client half-closed) is not cut off."""
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-def _serve(conn: socket.socket, target: Path) -> None:
-    if not is_owner(conn):  # someone else's process on this host: not our console
-        conn.close()
-        return
-    up = socket.socket(socket.AF_UNIX)
-    end = time.monotonic() + 5  # ser2net may still be creating its socket
-    while True:
-        try:
-            up.connect(str(target))
-            break
-        except OSError:
-            if time.monotonic() > end:
-                conn.close()
-                up.close()
-                return
-            time.sleep(0.05)
-    t = threading.Thread(target=_pipe, args=(up, conn), daemon=True)
-    t.start()
-    _pipe(conn, up)
-    t.join()
-    conn.close()
-    up.close()
-
-
-def front(lsock: socket.socket, target: Path, child: subprocess.Popen) -> None:
-    """Serve the exporter's console port; relay owners' connections to ser2net."""
-    lsock.settimeout(0.5)
-    while child.poll() is None:
-        try:
-            conn, _ = lsock.accept()
-        except TimeoutError:
-            continue
-        conn.settimeout(None)
-        threading.Thread(target=_serve, args=(conn, target), daemon=True).start()
-    lsock.close()
-
-
 def main() -> None:
     own = Path(sys.argv[0]).resolve().parent
     real = real_ser2net(own)
@@ -133,27 +76,9 @@ def main() -> None:
         # with no owner check, so fail closed (the exporter reports ser2net exiting)
         sys.exit(f"ser2net (owner-only wrapper): no `tcp,PORT` accepter in {args!r}; refusing")
     try:  # the port first: nobody may hold it by the time the exporter announces it
-        lsock = socket.create_server(("127.0.0.1", port))
+        lsock = ownerrelay.listen(("127.0.0.1", port))
     except OSError as e:
         sys.exit(f"ser2net (owner-only wrapper): cannot listen on 127.0.0.1:{port}: {e}")
-    target = unix_path(own, port)
-    target.unlink(missing_ok=True)
-    child = subprocess.Popen([real, *out])
-
-    def stop(signum: int, frame: object) -> None:  # noqa: ARG001 - the exporter's SIGTERM
-        child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        front(lsock, target, child)
-    finally:
-        lsock.close()
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-        target.unlink(missing_ok=True)
-    sys.exit(child.returncode or 0)
+    sys.exit(
+        ownerrelay.run(lsock, unix_path(own, port), [real, *out], "ser2net (owner-only wrapper)")
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -315,3 +316,75 @@ def test_neighbour_cannot_open_a_board_console(neighbour, console_port):
     )
     t.join()
     assert "root@board" in mine.stdout, mine.stdout + mine.stderr
+
+
+def _answers(addr: str) -> bool:
+    from pytest_vfio_platform.rack.cli import tool
+
+    cmd = [tool("labgrid-client"), "-x", addr, "places"]
+    return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture
+def coordinator(shared_tmp):
+    """The local rack's labgrid coordinator, started as `labsim.local up` starts it."""
+    from labsim.local import _port_open, coordinator_argv
+    from pytest_vfio_platform.board import free_port
+
+    cdir = private_dir(shared_tmp / "rack" / "coordinator")
+    addr = f"127.0.0.1:{free_port()}"
+    sock = cdir / "coordinator.sock"
+    proc = subprocess.Popen(
+        coordinator_argv(addr, sock),
+        cwd=cdir,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    end = time.monotonic() + 30
+    while not (_port_open(addr) and _answers(addr)):
+        assert proc.poll() is None and time.monotonic() < end, "coordinator did not come up"
+        time.sleep(0.1)
+    try:
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _h2_hello(addr: str) -> str:
+    """Python that opens HTTP/2 as gRPC's clients (labgrid-client, the exporter) do and
+    prints the hex of the first frame header that comes back ('' when none)."""
+    host, port = addr.rsplit(":", 1)
+    return f"""
+import socket
+s = socket.create_connection(({host!r}, {port}), timeout=5)
+s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+got = b""
+try:
+    while len(got) < 9:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+except OSError as e:
+    print("ERR", repr(e))
+print("HEADER=" + got[:9].hex())
+"""
+
+
+def test_neighbour_cannot_talk_to_the_coordinator(neighbour, coordinator):
+    """labgrid's coordinator has no authentication: whoever speaks gRPC to it can acquire a
+    free place, kick the holder of a taken one, or read every exporter's resource addresses.
+    The neighbour's connection is closed before a byte of HTTP/2 comes back; the owner's
+    gets the server's SETTINGS frame, and labgrid-client works through the same port."""
+    hello = _h2_hello(coordinator)
+    r = as_neighbour(hello)
+    assert "HEADER=\n" in r.stdout, r.stdout + r.stderr
+    mine = subprocess.run([sys.executable, "-c", hello], capture_output=True, text=True, timeout=30)
+    # a frame header: 3 bytes length, then type 4 (SETTINGS)
+    assert re.search(r"HEADER=[0-9a-f]{6}04", mine.stdout), mine.stdout + mine.stderr
+    from pytest_vfio_platform.rack.cli import client
+
+    client(coordinator, "-p", "owners-place", "create")
+    assert "owners-place" in client(coordinator, "places")
