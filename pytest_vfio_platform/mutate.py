@@ -213,7 +213,8 @@ MUTANTS: tuple[Mutant, ...] = (
         NODMA,
         (("\tif (has_acpi_companion(dev)) {", "\tif (0 && has_acpi_companion(dev)) {"),),
         unreachable="the lab boots DT only, no device has an ACPI companion; on ACPI the "
-        "next check (no OF node) refuses too, only the logged reason differs",
+        "next check (no OF node) refuses too, only the logged reason differs (an ACPI PL061 "
+        "needs EDK2, an EFI-stub kernel and QEMU's deprecated virt-4.1: see the README)",
     ),
 )
 
