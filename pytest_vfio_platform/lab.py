@@ -104,7 +104,7 @@ class RackSpec:
     boot: str  # fastboot-net: fastboot over TCP, reachable from here; fastboot-usb: on the exporter
     bootimg_header: int  # Android boot image header version (2 carries a DTB, 4 is GKI)
     exporter: str = ""  # the exporter's name (local racks start it themselves)
-    local_boards: int = 0  # >0: `rack.local up` runs this many QEMU boards on this machine
+    local_boards: int = 0  # >0: `labsim.local up` runs this many QEMU boards here
     place_prefix: str = "board-"
 
 
