@@ -15,6 +15,7 @@ import re
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attr
@@ -127,6 +128,12 @@ class Board:
     _config, _prepare, _kill_backend, press_power_button, uart_peer."""
 
     STRATEGY = "VfioBoardStrategy"
+
+    @classmethod
+    def for_session(cls, lab: Lab, rundir: Path, say: Callable[[str], None] = print) -> Board:
+        """The board a test session uses (pytest_vfio_platform.boards); say: messages the
+        user must see while a test waits."""
+        return cls(lab, rundir)
 
     def __init__(self, lab: Lab, rundir: Path, qemu: str = "qemu-system-aarch64") -> None:
         self.lab = lab

@@ -25,7 +25,9 @@ from .images.dtb import DtEdit, dts_value
 LABS_DIR = Path(__file__).resolve().parent / "labs"
 DEVICE_CLASSES = ("uart", "gpio", "rtc", "timer")
 BUSES = ("platform", "amba")
-BOARD_TYPES = ("qemu", "rack")  # qemu: booted here by labgrid's QEMUDriver; rack: a place
+# qemu: booted here by labgrid's QEMUDriver; rack: a place; or MODULE:CLASS, a Board subclass
+# of the lab's own (pytest_vfio_platform.boards)
+BOARD_TYPES = ("qemu", "rack")
 STIMULI = ("uart-socket", "qmp-powerdown", "rtc-match", "self-timed", "none")
 SELF_TIMED = ("rtc-match", "self-timed")  # the device interrupts by itself once set up
 
@@ -104,7 +106,7 @@ class RackSpec:
     boot: str  # fastboot-net: fastboot over TCP, reachable from here; fastboot-usb: on the exporter
     bootimg_header: int  # Android boot image header version (2 carries a DTB, 4 is GKI)
     exporter: str = ""  # the exporter's name (local racks start it themselves)
-    local_boards: int = 0  # >0: `rack.local up` runs this many QEMU boards on this machine
+    local_boards: int = 0  # >0: `labsim.local up` runs this many QEMU boards here
     place_prefix: str = "board-"
 
 
@@ -209,6 +211,7 @@ NAME = Shape(re.compile(r"[A-Za-z][A-Za-z0-9_-]*"), "a name of letters, digits, 
 DT_PATH = Shape(
     re.compile(r"/|(/[A-Za-z0-9][A-Za-z0-9,._+@-]*)+"), "an absolute DT path like /pl061@9030000"
 )
+BOARD_CLASS = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 DT_PROP = Shape(re.compile(r"[A-Za-z0-9#][A-Za-z0-9,._+#?-]*"), "a DT property or node name")
 # dtc reads files named in these: a lab's DTS must not pull in the host's files
 DTS_FORBIDDEN = re.compile(r"/incbin/|/include/")
@@ -332,6 +335,15 @@ def _show(v: object) -> str:
         return f"a {_kind(v)}"
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _board_type(b: _V) -> str:
+    v = b.str("type")
+    if v not in BOARD_TYPES and not BOARD_CLASS.fullmatch(v):
+        raise b.fail(
+            "type", f"expected one of {', '.join(BOARD_TYPES)} or MODULE:CLASS, got {_show(v)}"
+        )
+    return v
 
 
 def _key(k: object) -> str:
@@ -565,7 +577,7 @@ def load(name_or_path: str) -> Lab:
         name=top.str("name"),
         path=path,
         description=top.str("description", ""),
-        board_type=b.str("type", choices=BOARD_TYPES),
+        board_type=_board_type(b),
         prompt=b.str("prompt"),
         machine_args=b.strings("machine_args", numbers=True),
         uart_sockets=b.strings("uart_sockets", shape=NAME),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from . import report, vfio
+from .boards import board_class
 from .errors import VfioPlatformError
 from .images.cache import ArtifactCache
 from .lab import LAB_PATH_ENV, Lab, available_labs, load, with_place
@@ -125,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
             lab = load(lab_opt)
             if config.getoption("place"):
                 lab = with_place(lab, config.getoption("place"))
+            board_class(lab)  # a board kind that cannot be loaded stops the run here
             from .provision import KernelChoice
 
             choice = KernelChoice.parse(

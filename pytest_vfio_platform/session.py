@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .board import Board
+from .boards import new_board
 from .console import read_from
 from .errors import BoardError, VfioPlatformError
 from .images.cache import ArtifactCache
@@ -67,11 +68,7 @@ class LabSession:
         return self._board
 
     def _new_board(self) -> Board:
-        if self.lab.board_type == "rack":
-            from .rack.board import RackBoard
-
-            return RackBoard(self.lab, self.rundir, say=self.say)
-        return Board(self.lab, self.rundir)
+        return new_board(self.lab, self.rundir, say=self.say)
 
     def booted_files(self) -> list[BootFiles]:
         return list(self._files.values())

@@ -39,6 +39,9 @@ if [ ! -e "$d" ]; then echo "missing=1"; exit 0; fi
 n=$(dmesg | wc -l)
 l=$(readlink $d/driver); prev=${{l##*/}}
 [ -n "$prev" ] && echo {dev} > $d/driver/unbind
+echo "taint=$(cat /proc/sys/kernel/tainted)"
+dmesg | tail -n +$((n+1)) | sed 's/^/unbind_dmesg=/'
+n=$(dmesg | wc -l)
 echo {drv} > $d/driver_override
 echo {dev} > /sys/bus/{bus}/drivers_probe
 l=$(readlink $d/driver); echo "prev=$prev"; echo "now=${{l##*/}}"
@@ -70,7 +73,12 @@ class Binding:
     cdev: str  # vfioN under /dev/vfio/devices ('' if none)
     nodes: list[str] = field(default_factory=list)  # /dev/vfio entries after the bind
     dmesg: list[str] = field(default_factory=list)  # kernel messages the bind caused
+    unbind_dmesg: list[str] = field(default_factory=list)  # those of the previous driver's unbind
     known: bool = True  # the kernel has the driver at all (a stock kernel has no nodma one)
+    # the kernel's taint once the previous driver let go, before the VFIO driver saw the
+    # device: what the bind itself must leave unchanged (a host driver's own unbind may
+    # warn; seen: gpio-pl061 under ACPI frees its _AEI interrupt twice)
+    taint_before: int | None = None
 
     @property
     def bound(self) -> bool:
@@ -146,7 +154,9 @@ def bind(board: Shell, dev: str, bus: str, drv: str) -> Binding:
         cdev=one("cdev"),
         nodes=one("nodes").split(),
         dmesg=kv.get("dmesg", []),
+        unbind_dmesg=kv.get("unbind_dmesg", []),
         known="known" in kv,
+        taint_before=int(one("taint")) if one("taint").isdigit() else None,
     )
 
 

@@ -15,9 +15,11 @@ crosvm's expected placement is `crosvm.placements()`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..lab import Device
 
+PRIMECELL_CELLID = 0xB105F00D  # the component ID every AMBA PrimeCell reads back
 PLATFORM_BUS_BASE = 0x0C000000  # QEMU virt's dynamic sysbus window
 FIRST_SPI = 112  # the first dynamic sysbus IRQ on virt (VIRT_PLATFORM_BUS_NUM_IRQS window)
 
@@ -46,3 +48,30 @@ def slots(devices: list[Device]) -> list[GuestSlot]:
         out.append(GuestSlot(d, offset, FIRST_SPI + n))
         offset += max(d.mmio_size, 0x1000)
     return out
+
+
+def is_primecell(d: Device) -> bool:
+    """The inventory's component ID register reads B105F00D: how the AMBA bus itself tells
+    a PrimeCell. The guest's AMBA driver then binds it only with "arm,primecell" and clocks,
+    and reads its ID registers from the real (assigned) hardware."""
+    cell = d.id_registers.get("cellid")
+    return cell is not None and cell[1] == PRIMECELL_CELLID
+
+
+@dataclass(frozen=True)
+class GuestNode:
+    """What a device's guest DT node carries beyond its placement (reg, interrupts), the same
+    for every VMM: from the inventory (`guest_dt`, the ID registers), never a table in code,
+    so a new device class is YAML only."""
+
+    compatible: list[str]
+    clock_names: list[str]  # each is fed the guest's APB clock
+    props: dict[str, Any]  # the rest of guest_dt, in inventory order
+
+
+def guest_node(d: Device) -> GuestNode:
+    props = dict(d.guest_dt)
+    primecell = is_primecell(d)
+    names = props.pop("clock-names", ["apb_pclk"] if primecell else [])
+    compat = [d.compatible, "arm,primecell"] if primecell else [d.compatible]
+    return GuestNode(compat, list(names), props)

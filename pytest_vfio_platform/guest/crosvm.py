@@ -96,8 +96,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
+from ..images.dtb import dts_value
 from ..images.tools import require
 from ..lab import Device
+from . import guest_node
 
 CROSVM = "crosvm"  # on Android: /apex/com.android.virt/bin/crosvm
 SYSFS_PLATFORM_DEVICES = "/sys/bus/platform/devices"
@@ -113,13 +115,7 @@ IRQ_LEVEL, IRQ_EDGE = 4, 1  # crosvm PlatformBusResources::IRQ_TRIGGER_LEVEL / _
 
 LABEL_PREFIX = "assigned_"  # the QEMU backend labels its guest nodes the same way
 MAX_LABEL = 31  # DT spec: labels are 1..31 characters
-# PrimeCells: the guest's AMBA driver binds only with "arm,primecell" and its clocks, and then
-# reads the ID registers from the real (assigned) hardware -- as in the QEMU backend.
-PRIMECELL_CLOCKS = {
-    "arm,pl011": ("uartclk", "apb_pclk"),
-    "arm,pl031": ("apb_pclk",),
-    "arm,pl061": ("apb_pclk",),
-}
+# PrimeCells' clocks (guest_node): a fixed clock of the overlay's own, as in the QEMU backend
 PCLK_LABEL, PCLK_NODE, PCLK_HZ = "assigned_apb_pclk", "assigned-apb-pclk", 24_000_000
 NODE_NAMES = {"uart": "serial", "gpio": "gpio", "rtc": "rtc", "timer": "timer"}
 
@@ -221,18 +217,18 @@ def _cells64(v: int) -> str:
 
 
 def _guest_node(p: Placement) -> str:
-    d = p.device
-    lines = []
-    clocks = PRIMECELL_CLOCKS.get(d.compatible)
-    compat = [d.compatible, "arm,primecell"] if clocks else [d.compatible]
-    lines.append("compatible = " + ", ".join(f'"{c}"' for c in compat) + ";")
-    lines.append(f"reg = <{_cells64(p.guest_base)} {_cells64(p.size)}>;")
-    lines.append(f"interrupts = <0x0 {p.spi:#x} {p.irq_flags:#x}>;")
-    if clocks:
-        lines.append("clocks = <" + " ".join(f"&{PCLK_LABEL}" for _ in clocks) + ">;")
-        lines.append("clock-names = " + ", ".join(f'"{n}"' for n in clocks) + ";")
-    if d.cls == "gpio":
-        lines += ["gpio-controller;", "#gpio-cells = <0x2>;"]
+    node = guest_node(p.device)
+    lines = [
+        f"compatible = {dts_value(node.compatible)};",
+        f"reg = <{_cells64(p.guest_base)} {_cells64(p.size)}>;",
+        f"interrupts = <0x0 {p.spi:#x} {p.irq_flags:#x}>;",
+    ]
+    if node.clock_names:
+        lines.append("clocks = <" + " ".join(f"&{PCLK_LABEL}" for _ in node.clock_names) + ">;")
+        lines.append(f"clock-names = {dts_value(node.clock_names)};")
+    for k, v in node.props.items():
+        val = dts_value(v)
+        lines.append(f"{k} = {val};" if val else f"{k};")
     body = "".join(f"\t\t{x}\n" for x in lines)
     return f"\t{p.symbol}: {p.node_name} {{\n{body}\t}};\n"
 
@@ -271,7 +267,7 @@ def vm_dt_overlay(devices: list[Device], *, mem_mib: int = 256) -> str:
         *(_host_node(p) for p in ps),
         "\t};\n};\n\n&{/} {\n",
     ]
-    if any(p.device.compatible in PRIMECELL_CLOCKS for p in ps):
+    if any(guest_node(p.device).clock_names for p in ps):
         out.append(
             f"\t{PCLK_LABEL}: {PCLK_NODE} {{\n"
             '\t\tcompatible = "fixed-clock";\n'

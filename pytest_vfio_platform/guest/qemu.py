@@ -18,7 +18,7 @@ from ..board import Board
 from ..errors import BoardError
 from ..images.dtb import DtEdit, dts_value, render_edits
 from ..lab import HEREDOC_END, Device
-from . import GuestSlot, slots
+from . import GuestSlot, guest_node, slots
 
 GUEST_DIR = "/guest"
 QEMU = "qemu-system-aarch64"
@@ -26,23 +26,20 @@ MACHINE = ["-M", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host", "-smp", 
 
 
 def device_node(s: GuestSlot) -> str:
-    """A guest DT node for one assigned PrimeCell: the guest's own AMBA driver binds it and
-    reads its ID registers from the real (assigned) hardware. Placement gives compatible,
-    reg and interrupts; the inventory's guest_dt the rest (every clock name gets the guest
-    machine's APB clock)."""
+    """A guest DT node for one assigned device. Placement gives reg and interrupts, the
+    inventory the rest (guest_node); every clock name gets the guest machine's APB clock."""
     d = s.device
-    props = dict(d.guest_dt)
-    names = props.pop("clock-names", ["apb_pclk"])
-    clocks = " ".join("&{/apb-pclk}" for _ in names)
+    node = guest_node(d)
     trigger = {"level-high": 4, "level-low": 8, "edge-rising": 1, "edge-falling": 2}[d.irq_trigger]
     lines = [
-        f'compatible = "{d.compatible}", "arm,primecell";',
+        f"compatible = {dts_value(node.compatible)};",
         f"reg = <{s.offset:#x} {max(d.mmio_size, 0x1000):#x}>;",
         f"interrupts = <0 {s.spi} {trigger}>;",
-        f"clocks = <{clocks}>;",
-        f"clock-names = {dts_value(names)};",
     ]
-    for k, v in props.items():
+    if node.clock_names:
+        clocks = " ".join("&{/apb-pclk}" for _ in node.clock_names)
+        lines += [f"clocks = <{clocks}>;", f"clock-names = {dts_value(node.clock_names)};"]
+    for k, v in node.props.items():
         val = dts_value(v)
         lines.append(f"{k} = {val};" if val else f"{k};")
     label = f"assigned_{d.name.replace('-', '_')}"

@@ -8,6 +8,7 @@ a board is powered, booted and wired differs (the backend hooks below).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import attr
@@ -48,6 +49,10 @@ class RackBoardStrategy(VfioBoardStrategy):
 
 class RackBoard(Board):
     STRATEGY = "RackBoardStrategy"
+
+    @classmethod
+    def for_session(cls, lab: Lab, rundir: Path, say: Callable[[str], None] = print) -> Board:
+        return cls(lab, rundir, say=say)
 
     def __init__(self, lab: Lab, rundir: Path, say=print) -> None:  # noqa: ANN001
         super().__init__(lab, rundir)

@@ -76,6 +76,9 @@ TWO = [
         mmio_size=0x1000,
         irq_spi=77,
         irq_trigger="edge-rising",
+        # a PrimeCell by its component ID; its guest node's extra properties are inventory
+        id_registers={"cellid": (0xFF0, 0xB105F00D)},
+        guest_dt={"gpio-controller": [], "#gpio-cells": 2},
     ),
 ]
 TWO_KW = dict(

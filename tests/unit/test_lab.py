@@ -238,12 +238,14 @@ def test_raw_dts_cannot_read_host_files_or_end_the_heredoc(tmp_path, dts, want):
 
 
 def test_a_device_class_guest_dt_is_inventory_yaml_only(tmp_path):
-    """A new kind of device gets its L2 guest node from its guest_dt: no Python table."""
+    """A new kind of device gets its L2 guest node from its guest_dt and its ID registers,
+    in both VMM backends: no Python table."""
     import dataclasses
 
     import yaml
 
     from pytest_vfio_platform.guest import slots
+    from pytest_vfio_platform.guest.crosvm import vm_dt_overlay
     from pytest_vfio_platform.guest.qemu import device_node
 
     data = yaml.safe_load((LABS_DIR / "qemu.yaml").read_text())
@@ -260,6 +262,15 @@ def test_a_device_class_guest_dt_is_inventory_yaml_only(tmp_path):
     assert "arm,sp804-has-irq = <0x1>;" in node
     gpio = device_node(slots([load("qemu").device("gpio")])[0])
     assert "gpio-controller;" in gpio and "#gpio-cells = <0x2>;" in gpio
+    # the crosvm backend reads the same inventory: its VM DTBO node carries the same
+    overlay = vm_dt_overlay([dev])
+    assert 'compatible = "arm,sp804", "arm,primecell";' in overlay
+    assert 'clock-names = "timer1", "timer2", "apb_pclk";' in overlay
+    assert "arm,sp804-has-irq = <0x1>;" in overlay
+    # not a PrimeCell (no B105F00D component ID): no "arm,primecell", no clocks, in both
+    plain = dataclasses.replace(dev, id_registers={}, guest_dt={})
+    for text in (device_node(slots([plain])[0]), vm_dt_overlay([plain])):
+        assert "arm,primecell" not in text and "clocks" not in text, text
     data["devices"][-1]["guest_dt"] = {"reg": [0, 4096]}
     p.write_text(yaml.safe_dump(data))
     with pytest.raises(LabError, match=r"guest_dt.reg: set from the device's placement"):

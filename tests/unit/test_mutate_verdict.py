@@ -38,9 +38,26 @@ def test_an_error_alone_is_not_a_kill(tmp_path, monkeypatch):
     assert mutate.run_mutant(m, tmp_path, "qemu", tmp_path, tmp_path, []).status == "SURVIVED"
 
 
-def test_a_run_that_judged_no_mutant_is_not_green(capsys):
-    """--only the unreachable ACPI mutant: `mutants: 0, killed: 0` must not exit 0."""
-    acpi = [m.name for m in mutate.MUTANTS if m.unreachable]
-    assert acpi
-    assert mutate.main(["--only", *acpi, "--no-baseline"]) == 1
+def test_a_run_that_judged_no_mutant_is_not_green(capsys, monkeypatch):
+    """--only mutants no lab can reach: `mutants: 0, killed: 0` must not exit 0."""
+    gap = mutate.Mutant("gap", "a branch no lab reaches", mutate.NODMA, (), unreachable="no lab")
+    monkeypatch.setattr(mutate, "MUTANTS", (*mutate.MUTANTS, gap))
+    assert mutate.main(["--only", "gap", "--no-baseline"]) == 1
     assert "no mutant ran" in capsys.readouterr().err
+
+
+def test_every_shipped_mutant_runs_on_some_lab():
+    """The ACPI rule is not a gap any more: it runs on the qemu-acpi lab."""
+    assert not [m.name for m in mutate.MUTANTS if m.unreachable]
+    acpi = next(m for m in mutate.MUTANTS if m.name == "acpi")
+    assert acpi.lab == "qemu-acpi" and acpi.suites == ("test_refusal.py",)
+
+
+def test_each_lab_a_mutant_runs_on_gets_a_baseline():
+    chosen = [m for m in mutate.MUTANTS if m.name in ("acpi", "allowlist", "reset-skipped")]
+    assert mutate.baselines(chosen, "qemu") == [
+        ("qemu", mutate.SUITES),
+        ("qemu-acpi", ("test_refusal.py",)),
+    ]
+    only_acpi = [m for m in mutate.MUTANTS if m.name == "acpi"]
+    assert mutate.baselines(only_acpi, "qemu") == [("qemu-acpi", ("test_refusal.py",))]
