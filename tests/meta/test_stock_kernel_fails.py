@@ -1,7 +1,7 @@
 """Guard the guard: the HIL assignment suites must FAIL without the change.
 
 A HIL suite that passes without the patch proves nothing about it. This runs the host, guest,
-lifecycle and refusal suites in a child pytest on `--kernel=stock` (same tree and config, no
+lifecycle, refusal and reset suites in a child pytest on `--kernel=stock` (same tree and config, no
 patches, so no vfio-platform-nodma driver). Every test must fail or error with the "change
 absent" explanation; none may pass or skip: a refusal that "passes" on a kernel that refuses
 everything proves nothing.
@@ -21,6 +21,7 @@ SUITES = [
     "pytest_vfio_platform/suites/test_guest.py",
     "pytest_vfio_platform/suites/test_guest_lifecycle.py",
     "pytest_vfio_platform/suites/test_refusal.py",
+    "pytest_vfio_platform/suites/test_reset.py",
 ]
 ABSENT = "emulated-IOMMU change is absent"
 
@@ -47,7 +48,9 @@ def test_assignment_suites_fail_without_the_change(lab_session, tmp_path):
     lab, kernel = str(lab_session.lab.path), "--kernel=stock"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--lab={lab}", kernel]
     cmd += [f"--run-dir={tmp_path / 'run'}", f"--junitxml={junit}", *SUITES]
-    cmd += ["-k", "not noiommu"]  # the baseline: generic drivers, which a stock kernel has
+    # the baselines: generic drivers in noiommu mode, which a stock kernel has (and, on
+    # them, a dead user's state surviving: what the reset suite shows the change removes)
+    cmd += ["-k", "not noiommu and not dead_users_state_survives"]
     if lab_session.choice.source:
         cmd.append(f"--kernel-src={lab_session.choice.source}")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=ROOT)
